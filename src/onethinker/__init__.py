@@ -1,0 +1,1 @@
+"""OneThinker pipeline."""

@@ -1,0 +1,143 @@
+"""``onethinker``: one command per pipeline stage.
+
+Each command is a thin ``main()``: read ``params.yaml`` (plus ``--set key=value`` overrides), call the
+stage's pure core, write outputs and metrics. DVC (``dvc.yaml``) and Prefect (``flows/``) run these same
+commands.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+import yaml
+
+app = typer.Typer(
+    help="OneThinker pipeline: prepare -> validate -> base-model -> sft -> grpo -> evaluate -> register.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Params file (YAML).")]
+SetOpt = Annotated[
+    list[str] | None,
+    typer.Option("--set", "-S", help="Override a param, e.g. -S prepare.seed=7 (repeatable)."),
+]
+
+
+def _overrides(items: list[str] | None) -> dict:
+    out = {}
+    for item in items or []:
+        if "=" not in item:
+            raise typer.BadParameter(f"--set expects key=value, got {item!r}")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def _load(params: Path, sets: list[str] | None):
+    from onethinker.config import ConfigError, load_params
+
+    try:
+        return load_params(params, _overrides(sets))
+    except ConfigError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def _write_metrics(path: Path, payload: dict) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+@app.command()
+def prepare(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Write training, SFT and held-out evaluation files plus media (synthetic world or the release)."""
+    from tqdm import tqdm
+
+    from onethinker.data.prepare import counts_per_task, prepare_onethinker, prepare_synthetic
+    from onethinker.tasks import TASK_PAIRS
+
+    p = _load(params, set_)
+    t0 = time.perf_counter()
+    if p.prepare.source == "synthetic":
+        total = (p.prepare.train_per_task + p.prepare.eval_per_task) * len(TASK_PAIRS)
+        with tqdm(total=total, desc="prepare", unit="sample", disable=None) as bar:
+            result = prepare_synthetic(p.prepare, p.data, p.prompt.style, progress=lambda _l, n: bar.update(n))
+    else:
+        result = prepare_onethinker(p.prepare, p.data)
+    seconds = time.perf_counter() - t0
+    counts = counts_per_task(result)
+    _write_metrics(
+        Path("metrics/prepare.json"),
+        {"seconds": round(seconds, 2), "peak_rss_mb": round(_peak_rss_mb(), 1), "counts": counts,
+         "totals": {k: sum(v.values()) for k, v in counts.items()}},
+    )
+    typer.echo(f"prepared {sum(counts['train'].values())} train / {sum(counts['eval'].values())} eval samples "
+               f"in {seconds:.1f}s under {p.data.root}/")
+
+
+@app.command()
+def validate(
+    path: Annotated[Path | None, typer.Argument(help="Validate one OneThinker-format file instead of the dataset.")] = None,
+    media_root: Annotated[Path | None, typer.Option(help="Media root for PATH's relative media paths.")] = None,
+    kind: Annotated[str | None, typer.Option(help="rl, sft or eval (inferred when omitted).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Check prepared data (or one file) against the OneThinker formats; non-zero exit on any failure."""
+    from onethinker.data.prepare import read_manifest
+    from onethinker.validation import validate_dataset, validate_file, write_reports
+
+    p = _load(params, set_)
+    cfg = p.validate
+    t0 = time.perf_counter()
+    if path is not None:
+        report = validate_file(path, kind=kind, media_root=media_root or path.parent, check_media=cfg.check_media)
+    else:
+        try:
+            manifest = read_manifest(p.data)
+        except FileNotFoundError as exc:
+            typer.secho(f"error: {exc}", fg="red", err=True)
+            raise typer.Exit(2) from None
+        report = validate_dataset(
+            Path(p.data.root),
+            Path(manifest["media_root"]),
+            cfg,
+            train_files=[Path(f) for f in manifest["train_files"]],
+            eval_files=[Path(f) for f in manifest["eval_files"]],
+        )
+    out_dir = Path(cfg.report_dir)
+    write_reports(report, out_dir)
+    seconds = time.perf_counter() - t0
+    failures = list(report.failures)
+    for failure in failures[: cfg.max_failures_shown]:
+        typer.secho(str(failure), fg="red", err=True)
+    if len(failures) > cfg.max_failures_shown:
+        typer.secho(f"... and {len(failures) - cfg.max_failures_shown} more (see {out_dir}/summary.json)",
+                    fg="red", err=True)
+    status = "FAILED" if failures else "passed"
+    typer.echo(f"validation {status}: {len(failures)} failure(s) in {seconds:.1f}s; report: {out_dir}/index.html")
+    if failures:
+        raise typer.Exit(1)
+
+
+def main() -> None:  # pragma: no cover - console entry point
+    sys.exit(app())
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,366 @@
+"""Typed per-stage configs, loaded from ``params.yaml``.
+
+Each pipeline stage reads one section of ``params.yaml`` into a frozen dataclass. Loading is strict:
+an unknown key, a missing required key or a value of the wrong type fails at load time with a
+``ConfigError`` naming the key (``prepare.image_size: expected int, got 'big'``). Cross-field checks
+live in each dataclass's ``validate()`` and also name the key.
+
+Sections: ``data`` (where data lives), ``prepare`` (the synthetic world), ``media`` (decoding
+budgets shared by training and evaluation), ``validate``; later stages add their own sections via
+``register_section``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A params file is malformed: the message names the file and the key."""
+
+
+# --------------------------------------------------------------------------------------------------
+# Generic strict loader
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    """Check ``value`` against the annotation ``tp``; return it (nested dataclasses are built)."""
+    origin = typing.get_origin(tp)
+    args = typing.get_args(tp)
+    if tp is Any:
+        return value
+    if origin in (typing.Union, types.UnionType):
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except ConfigError as exc:
+                errors.append(str(exc))
+        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
+    if origin is Literal:
+        if value not in args:
+            raise ConfigError(f"{key}: must be one of {list(args)}, got {value!r}")
+        return value
+    if origin in (list, tuple):
+        if not isinstance(value, list | tuple):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        item_tp = args[0] if args else Any
+        items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
+        return tuple(items) if origin is tuple else items
+    if origin is dict:
+        if not isinstance(value, dict):
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+        vtp = args[1] if len(args) == 2 else Any
+        return {str(k): _coerce(v, vtp, f"{key}.{k}") for k, v in value.items()}
+    if dataclasses.is_dataclass(tp):
+        return from_dict(tp, value, key)
+    if tp is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+        return value
+    if tp is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected int, got {value!r}")
+        return value
+    if tp is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if tp is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if isinstance(tp, type) and not isinstance(value, tp):
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+    return value
+
+
+def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
+    """Build dataclass ``cls`` from a mapping, strictly; keys are reported as ``prefix.key``."""
+    where = prefix or cls.__name__
+    if data is None:
+        data = {}
+    if not isinstance(data, dict):
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
+    unknown = sorted(set(data) - set(fields))
+    if unknown:
+        name = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
+        raise ConfigError(f"unknown key '{name}' (known keys: {', '.join(sorted(fields))})")
+    kwargs = {}
+    for name, f in fields.items():
+        key = f"{prefix}.{name}" if prefix else name
+        if name in data:
+            kwargs[name] = _coerce(data[name], hints[name], key)
+        elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
+            raise ConfigError(f"missing required key '{key}'")
+    obj = cls(**kwargs)
+    check = getattr(obj, "validate", None)
+    if callable(check):
+        check(prefix or cls.__name__.lower())
+    return obj
+
+
+def to_dict(obj: Any) -> Any:
+    """A config as plain data (for logging to MLflow and writing back to YAML)."""
+    if dataclasses.is_dataclass(obj):
+        return {f.name: to_dict(getattr(obj, f.name)) for f in dataclasses.fields(obj)}
+    if isinstance(obj, list | tuple):
+        return [to_dict(v) for v in obj]
+    if isinstance(obj, dict):
+        return {k: to_dict(v) for k, v in obj.items()}
+    return obj
+
+
+def _require(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {message}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Stage configs
+
+
+@dataclass(frozen=True)
+class DataConfig:
+    """Where prepared data lives (outputs of ``prepare``; inputs of every later stage)."""
+
+    root: str = "data"
+    """Folder holding ``train/``, ``eval/`` and ``media/``."""
+
+    def validate(self, key: str) -> None:
+        _require(bool(self.root), f"{key}.root", "must not be empty")
+
+    @property
+    def media_root(self) -> Path:
+        return Path(self.root) / "media"
+
+    @property
+    def train_dir(self) -> Path:
+        return Path(self.root) / "train"
+
+    @property
+    def eval_dir(self) -> Path:
+        return Path(self.root) / "eval"
+
+
+@dataclass(frozen=True)
+class VideoWorldConfig:
+    """Synthetic video clips."""
+
+    duration_s: float = 4.0
+    """Clip length in seconds."""
+    fps: int = 4
+    """Frames per second written to the MP4."""
+    event_step_s: float = 0.5
+    """Objects appear/disappear on this time grid (keep it a multiple of 1/media.video_fps)."""
+
+    def validate(self, key: str) -> None:
+        _require(self.duration_s >= 2.0, f"{key}.duration_s", "must be at least 2 seconds")
+        _require(1 <= self.fps <= 60, f"{key}.fps", "must be in 1..60")
+        _require(self.event_step_s > 0, f"{key}.event_step_s", "must be positive")
+        _require(
+            abs(round(self.event_step_s * self.fps) - self.event_step_s * self.fps) < 1e-9,
+            f"{key}.event_step_s",
+            "must be a whole number of frames (event_step_s * fps an integer)",
+        )
+
+
+@dataclass(frozen=True)
+class OneThinkerSourceConfig:
+    """The released OneThinker data on disk (``prepare.source: onethinker``)."""
+
+    rl: str | None = None
+    """RL training JSON (fields problem, answer, problem_type, data_type, images/videos, options)."""
+    sft: list[str] = field(default_factory=list)
+    """SFT sharegpt JSON files (image and video)."""
+    eval: list[str] = field(default_factory=list)
+    """Evaluation JSON files, one per benchmark (fields problem, solution, problem_type, data_type, path)."""
+    media_root: str | None = None
+    """Folder the media paths in the files are relative to."""
+
+
+@dataclass(frozen=True)
+class PrepareConfig:
+    """The ``prepare`` stage: the synthetic world, or the released OneThinker files."""
+
+    source: Literal["synthetic", "onethinker"] = "synthetic"
+    seed: int = 1234
+    """Seed of the synthetic world; train and eval scenes use disjoint seed streams derived from it."""
+    train_per_task: int = 200
+    """Training samples per (problem_type, data_type) pair."""
+    eval_per_task: int = 25
+    """Held-out evaluation samples per pair (one benchmark file per pair)."""
+    sft_fraction: float = 1.0
+    """Fraction of training samples that also get a chain-of-thought SFT record."""
+    image_size: int = 64
+    """Side of the square synthetic images and video frames, in pixels."""
+    max_objects: int = 3
+    """Objects per scene (at least 1)."""
+    video: VideoWorldConfig = field(default_factory=VideoWorldConfig)
+    onethinker: OneThinkerSourceConfig = field(default_factory=OneThinkerSourceConfig)
+
+    def validate(self, key: str) -> None:
+        _require(self.train_per_task >= 1, f"{key}.train_per_task", "must be >= 1")
+        _require(self.eval_per_task >= 1, f"{key}.eval_per_task", "must be >= 1")
+        _require(0.0 < self.sft_fraction <= 1.0, f"{key}.sft_fraction", "must be in (0, 1]")
+        _require(32 <= self.image_size <= 1024, f"{key}.image_size", "must be in 32..1024")
+        _require(1 <= self.max_objects <= 6, f"{key}.max_objects", "must be in 1..6")
+        if self.source == "onethinker":
+            _require(self.onethinker.rl is not None, f"{key}.onethinker.rl", "required when source is onethinker")
+            _require(
+                self.onethinker.media_root is not None,
+                f"{key}.onethinker.media_root",
+                "required when source is onethinker",
+            )
+
+
+@dataclass(frozen=True)
+class MediaConfig:
+    """Decoding budgets, identical at training and evaluation time."""
+
+    image_min_pixels: int = 32 * 32
+    image_max_pixels: int = 64 * 64
+    video_min_pixels: int = 32 * 32
+    video_max_pixels: int = 64 * 64
+    """Per-frame pixel budget."""
+    video_fps: float = 2.0
+    video_max_frames: int = 128
+
+    def validate(self, key: str) -> None:
+        _require(0 < self.image_min_pixels <= self.image_max_pixels, f"{key}.image_min_pixels",
+                 "must be positive and <= image_max_pixels")
+        _require(0 < self.video_min_pixels <= self.video_max_pixels, f"{key}.video_min_pixels",
+                 "must be positive and <= video_max_pixels")
+        _require(self.video_fps > 0, f"{key}.video_fps", "must be positive")
+        _require(self.video_max_frames >= 2, f"{key}.video_max_frames", "must be >= 2")
+
+
+@dataclass(frozen=True)
+class PromptConfig:
+    """The unified prompt (``onethinker.data.prompts``), identical at SFT, RL and evaluation time."""
+
+    style: Literal["full", "compact"] = "full"
+    """``full``: the released recipe's wording; ``compact``: one short instruction line (tiny models)."""
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """The ``validate`` stage."""
+
+    report_dir: str = "reports/validation"
+    check_media: bool = True
+    """Open and decode every media file (slower on the real release; turn off for a quick schema pass)."""
+    max_failures_shown: int = 50
+    """Failures printed to the terminal (all of them go to the JSON summary and HTML report)."""
+
+    def validate(self, key: str) -> None:
+        _require(self.max_failures_shown >= 1, f"{key}.max_failures_shown", "must be >= 1")
+
+
+# section name -> dataclass; later stages register theirs.
+SECTIONS: dict[str, type] = {
+    "data": DataConfig,
+    "prepare": PrepareConfig,
+    "media": MediaConfig,
+    "prompt": PromptConfig,
+    "validate": ValidateConfig,
+}
+
+
+def register_section(name: str, cls: type) -> None:
+    SECTIONS[name] = cls
+
+
+def _register_optional_sections() -> None:
+    """Sections owned by later stages' packages, imported lazily so config stays light."""
+    import importlib
+
+    for module, attr, name in (
+        ("onethinker.modeling.config", "BaseModelConfig", "base_model"),
+        ("onethinker.sft.config", "SFTConfig", "sft"),
+    ):
+        if name in SECTIONS:
+            continue
+        try:
+            mod = importlib.import_module(module)
+        except ModuleNotFoundError as exc:
+            if exc.name and module.startswith(exc.name):
+                continue
+            raise
+        SECTIONS[name] = getattr(mod, attr)
+
+
+@dataclass(frozen=True)
+class Params:
+    """All sections of a params file; sections not present in the file get their defaults."""
+
+    sections: dict[str, Any]
+    path: Path | None = None
+
+    def __getattr__(self, name: str) -> Any:
+        try:
+            return self.sections[name]
+        except KeyError:
+            raise AttributeError(name) from None
+
+    def as_dict(self) -> dict[str, Any]:
+        return {name: to_dict(cfg) for name, cfg in self.sections.items()}
+
+
+def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Load and check a params file. ``overrides`` maps dotted keys to values (``prepare.seed``)."""
+    _register_optional_sections()
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text()) if path.exists() else {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw = raw or {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping of sections")
+    for dotted, value in (overrides or {}).items():
+        node = raw
+        *parents, leaf = dotted.split(".")
+        for p in parents:
+            node = node.setdefault(p, {})
+        node[leaf] = value
+    unknown = sorted(set(raw) - set(SECTIONS))
+    if unknown:
+        raise ConfigError(f"{path}: unknown section '{unknown[0]}' (known: {', '.join(sorted(SECTIONS))})")
+    sections = {}
+    for name, cls in SECTIONS.items():
+        try:
+            sections[name] = from_dict(cls, raw.get(name), name)
+        except ConfigError as exc:
+            raise ConfigError(f"{path}: {exc}") from None
+    params = Params(sections=sections, path=path)
+    _cross_checks(params)
+    return params
+
+
+def _cross_checks(params: Params) -> None:
+    prep, media = params.sections["prepare"], params.sections["media"]
+    if prep.source == "synthetic":
+        step_frames = prep.video.event_step_s * media.video_fps
+        if abs(step_frames - round(step_frames)) > 1e-9:
+            raise ConfigError(
+                f"{params.path}: prepare.video.event_step_s: {prep.video.event_step_s} s is not a whole number of "
+                f"sampled frames at media.video_fps={media.video_fps}; events would fall between frames"
+            )

@@ -1,0 +1,185 @@
+"""Media decoding shared by data preparation, validation, SFT, RL and evaluation.
+
+- Images are loaded as RGB and resized to fit a pixel budget (``min_pixels`` <= w*h <= ``max_pixels``),
+  keeping the aspect ratio, as Qwen-VL's data pipelines do.
+- Videos are decoded with PyAV (no torchvision, no torchcodec) and sampled at a target fps with a frame
+  cap: ``decode_video`` returns the frames and their timestamps in seconds. The same code path runs at
+  training and at evaluation time, so a model never sees frames sampled differently between the two.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+
+class MediaError(ValueError):
+    """A media file is missing, unreadable or not of the declared type."""
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What the container says about a video stream."""
+
+    duration: float  # seconds
+    fps: float  # native frames per second
+    num_frames: int
+    width: int
+    height: int
+
+
+@dataclass(frozen=True)
+class VideoClip:
+    """Frames sampled from a video.
+
+    frames: uint8 array (T, H, W, 3); timestamps: float array (T,) in seconds from the start;
+    sample_fps: the rate the frames were sampled at; info: the source stream's properties.
+    """
+
+    frames: np.ndarray
+    timestamps: np.ndarray
+    sample_fps: float
+    info: VideoInfo
+
+
+def fit_pixel_budget(width: int, height: int, min_pixels: int | None, max_pixels: int | None) -> tuple[int, int]:
+    """Size (w, h) with the same aspect ratio whose area lies within [min_pixels, max_pixels]."""
+    area = width * height
+    scale = 1.0
+    if max_pixels is not None and area > max_pixels:
+        scale = math.sqrt(max_pixels / area)
+    elif min_pixels is not None and area < min_pixels:
+        scale = math.sqrt(min_pixels / area)
+    if scale == 1.0:
+        return width, height
+    return max(1, int(width * scale)), max(1, int(height * scale))
+
+
+def load_image(path: str | Path, min_pixels: int | None = None, max_pixels: int | None = None) -> Image.Image:
+    """Load an image as RGB, resized into the pixel budget. Raises MediaError on a bad file."""
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"image file not found: {path}")
+    try:
+        with Image.open(path) as im:
+            im.load()
+            image = im.convert("RGB")
+    except Exception as exc:  # PIL raises many types
+        raise MediaError(f"cannot decode image {path}: {exc}") from exc
+    w, h = fit_pixel_budget(image.width, image.height, min_pixels, max_pixels)
+    if (w, h) != image.size:
+        image = image.resize((w, h), Image.BICUBIC)
+    return image
+
+
+def probe_video(path: str | Path) -> VideoInfo:
+    """Read a video's duration, fps, frame count and size. Raises MediaError on a bad file."""
+    import av
+
+    path = Path(path)
+    if not path.is_file():
+        raise MediaError(f"video file not found: {path}")
+    try:
+        with av.open(str(path)) as container:
+            if not container.streams.video:
+                raise MediaError(f"no video stream in {path}")
+            stream = container.streams.video[0]
+            fps = float(stream.average_rate or stream.guessed_rate or 0.0)
+            frames = int(stream.frames or 0)
+            if stream.duration is not None and stream.time_base is not None:
+                duration = float(stream.duration * stream.time_base)
+            elif container.duration is not None:
+                duration = container.duration / 1_000_000
+            else:
+                duration = 0.0
+            if frames == 0:  # some containers do not store a count: decode to count
+                frames = sum(1 for _ in container.decode(stream))
+            if duration <= 0 and fps > 0:
+                duration = frames / fps
+            if fps <= 0 and duration > 0:
+                fps = frames / duration
+            return VideoInfo(duration=duration, fps=fps, num_frames=frames, width=stream.width, height=stream.height)
+    except MediaError:
+        raise
+    except Exception as exc:
+        raise MediaError(f"cannot decode video {path}: {exc}") from exc
+
+
+def sample_indices(num_frames: int, native_fps: float, target_fps: float, max_frames: int) -> np.ndarray:
+    """Frame indices sampled at ``target_fps`` (never above the native rate), at most ``max_frames``.
+
+    At least 2 frames are returned when the video has 2 or more (Qwen-VL merges frames in pairs).
+    """
+    if num_frames <= 0:
+        return np.zeros(0, dtype=np.int64)
+    duration = num_frames / native_fps if native_fps > 0 else float(num_frames)
+    fps = min(target_fps, native_fps) if native_fps > 0 else target_fps
+    n = max(1, int(math.floor(duration * fps + 1e-6)))
+    n = min(n, max_frames, num_frames)
+    n = max(n, min(2, num_frames))
+    if n >= num_frames:
+        return np.arange(num_frames, dtype=np.int64)
+    step = num_frames / n
+    # sample at the start of each interval, so timestamps fall on k / fps
+    return np.minimum((np.arange(n) * step + 1e-6).astype(np.int64), num_frames - 1)
+
+
+def decode_video(
+    path: str | Path,
+    fps: float = 2.0,
+    max_frames: int = 128,
+    min_pixels: int | None = None,
+    max_pixels: int | None = None,
+) -> VideoClip:
+    """Decode a video with PyAV, sampled at ``fps`` with at most ``max_frames`` frames.
+
+    Returns frames (T, H, W, 3) uint8 resized into the per-frame pixel budget, and timestamps in seconds.
+    """
+    import av
+
+    info = probe_video(path)
+    try:
+        with av.open(str(path)) as container:
+            stream = container.streams.video[0]
+            decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+    except Exception as exc:
+        raise MediaError(f"cannot decode video {path}: {exc}") from exc
+    if not decoded:
+        raise MediaError(f"video has no frames: {path}")
+    native_fps = info.fps if info.fps > 0 else fps
+    idx = sample_indices(len(decoded), native_fps, fps, max_frames)
+    frames = np.stack([decoded[i] for i in idx])
+    h, w = frames.shape[1:3]
+    nw, nh = fit_pixel_budget(w, h, min_pixels, max_pixels)
+    if (nw, nh) != (w, h):
+        frames = np.stack([np.asarray(Image.fromarray(f).resize((nw, nh), Image.BICUBIC)) for f in frames])
+    timestamps = idx.astype(np.float64) / native_fps
+    sample_fps = len(idx) / info.duration if info.duration > 0 else fps
+    return VideoClip(frames=frames, timestamps=timestamps, sample_fps=float(sample_fps), info=info)
+
+
+def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: int) -> None:
+    """Write uint8 RGB frames (T, H, W, 3) to an MP4 file (H.264 via PyAV's bundled FFmpeg)."""
+    import av
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    frames = np.asarray(frames, dtype=np.uint8)
+    h, w = frames.shape[1:3]
+    tmp = path.with_name(path.name + ".tmp.mp4")
+    with av.open(str(tmp), mode="w") as container:
+        stream = container.add_stream("libx264", rate=int(fps))
+        stream.width, stream.height = w, h
+        stream.pix_fmt = "yuv444p"  # keep colours exact enough for thin shapes and text
+        stream.options = {"crf": "12", "preset": "veryfast", "threads": "1"}
+        for frame in frames:
+            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+                container.mux(packet)
+        for packet in stream.encode():
+            container.mux(packet)
+    tmp.replace(path)
