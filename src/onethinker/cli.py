@@ -135,6 +135,79 @@ def validate(
         raise typer.Exit(1)
 
 
+def _training_corpus(p) -> list[str]:
+    """Text the tokenizer is trained on: every training prompt, option and chain of thought."""
+    from onethinker.data.formats import read_records
+    from onethinker.data.prepare import read_manifest
+    from onethinker.data.prompts import COMPACT_INSTRUCTIONS, FULL_INSTRUCTIONS, QUESTION_TEMPLATE
+
+    texts = [QUESTION_TEMPLATE, *FULL_INSTRUCTIONS.values(), *COMPACT_INSTRUCTIONS.values()]
+    for f in read_manifest(p.data)["train_files"]:
+        for r in read_records(f):
+            if "messages" in r:
+                texts.extend(str(m.get("content", "")) for m in r["messages"])
+            else:
+                texts.append(str(r.get("problem", "")))
+                texts.extend(str(o) for o in r.get("options") or [])
+                texts.append(str(r.get("answer", "")))
+    return texts
+
+
+@app.command("base-model")
+def base_model(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None,
+               out: Annotated[Path, typer.Option(help="Output folder.")] = Path("models/base")) -> None:
+    """Build the tiny Qwen3-VL (tokenizer trained offline on the corpus) or load base_model.name_or_path."""
+    from onethinker.modeling import build_base_model, count_parameters, load_model
+
+    p = _load(params, set_)
+    t0 = time.perf_counter()
+    corpus = [] if p.base_model.name_or_path else _training_corpus(p)
+    build_base_model(p.base_model, corpus, out)
+    n = count_parameters(load_model(out))
+    seconds = time.perf_counter() - t0
+    _write_metrics(Path("metrics/base_model.json"), {"parameters": n, "seconds": round(seconds, 2),
+                                                     "source": p.base_model.name_or_path or "built"})
+    typer.echo(f"base model with {n:,} parameters written to {out}/ in {seconds:.1f}s")
+
+
+@app.command()
+def sft(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Supervised cold start on the chain-of-thought data (resumes from the newest checkpoint)."""
+    from onethinker.sft.stage import run_sft_stage
+
+    p = _load(params, set_)
+    summary = run_sft_stage(p)
+    held = summary.get("heldout", {})
+    typer.echo(f"sft: {summary['steps']} steps in {summary['seconds']:.0f}s, {summary['tokens_per_s']:.0f} tokens/s; "
+               f"held-out format {held.get('format_rate', float('nan')):.2f}, "
+               f"mean accuracy {held.get('mean_accuracy', float('nan')):.3f}")
+
+
+@app.command()
+def grpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Multi-task RL with EMA-GRPO (or grpo / dr_grpo) from the SFT model (resumes from checkpoints)."""
+    from onethinker.rl.stage import run_grpo_stage
+
+    p = _load(params, set_)
+    summary = run_grpo_stage(p)
+    held = summary.get("heldout", {})
+    if held:
+        typer.echo(f"grpo: {summary['steps']} steps in {summary.get('seconds', 0):.0f}s; held-out format "
+                   f"{held.get('format_rate', float('nan')):.2f}, mean accuracy {held.get('mean_accuracy', float('nan')):.3f}")
+
+
+@app.command()
+def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Evaluate the listed models on every benchmark (greedy, resumable) with the official metrics."""
+    from onethinker.evaluation.stage import run_evaluate_stage
+
+    p = _load(params, set_)
+    result = run_evaluate_stage(p)
+    for name, m in result["models"].items():
+        typer.echo(f"{name:>6}: mean accuracy {m['mean_accuracy']:.3f}, format rate {m['format_rate']:.2f} "
+                   f"({m['n']} samples, {m['seconds']:.0f}s)")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
 

@@ -16,6 +16,7 @@ Layout written under ``data.root``:
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from collections import Counter
@@ -100,6 +101,28 @@ def _records(sample: Sample, pid: str, rel: str, split: str, style: PromptStyle)
     return {"rl": rl, "sft": sft}
 
 
+def _pixels_digest(sample: Sample) -> str:
+    pixels = sample.image if sample.image is not None else sample.frames
+    return hashlib.sha1(np.ascontiguousarray(pixels).tobytes()).hexdigest()
+
+
+def _draw(pair: TaskPair, ws: WorldSpec, seed: int, split: str, pi: int, i: int, train_digests: set[str]) -> Sample:
+    """Sample ``i`` of a pair. A held-out sample whose pixels equal a training sample's (a small world can
+    repeat itself, e.g. the same word rendered alike) is redrawn from the next sub-seed, so train and eval
+    never share media content."""
+    for attempt in range(100):
+        rng = np.random.default_rng([*sample_seed(seed, split, pi, i), attempt] if attempt else
+                                    sample_seed(seed, split, pi, i))
+        sample = make_sample(pair, rng, ws)
+        digest = _pixels_digest(sample)
+        if split == "train":
+            train_digests.add(digest)
+            return sample
+        if digest not in train_digests:
+            return sample
+    raise RuntimeError(f"could not draw a held-out {pair.name} sample unlike every training sample")
+
+
 def prepare_synthetic(
     cfg: PrepareConfig,
     data: DataConfig,
@@ -117,11 +140,11 @@ def prepare_synthetic(
     evals: dict[str, list[dict]] = {}
     counts: dict[str, Counter] = {"train": Counter(), "eval": Counter(), "sft": Counter()}
     n_sft = max(1, round(cfg.train_per_task * cfg.sft_fraction))
+    train_digests: set[str] = set()
     for split, n in (("train", cfg.train_per_task), ("eval", cfg.eval_per_task)):
         for pi, pair in enumerate(TASK_PAIRS):
             for i in range(n):
-                rng = np.random.default_rng(sample_seed(cfg.seed, split, pi, i))
-                sample = make_sample(pair, rng, ws)
+                sample = _draw(pair, ws, cfg.seed, split, pi, i, train_digests)
                 ext = "png" if pair.data_type == "image" else "mp4"
                 rel = f"{pair.data_type}s/{split}/{pair.name}-{i:05d}.{ext}"
                 _save_media(sample, media_root, rel)

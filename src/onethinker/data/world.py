@@ -77,6 +77,8 @@ class Scene:
     size: int
     objects: list[SceneObject] = field(default_factory=list)
     text: str | None = None
+    text_offset: tuple[int, int] = (0, 0)  # pixels from the centre
+    text_scale: float = 0.25  # font size as a fraction of the side
     duration: float = 0.0  # 0 for images
     fps: int = 0
 
@@ -129,10 +131,12 @@ def render(scene: Scene, t: float = 0.0) -> tuple[np.ndarray, list[np.ndarray]]:
             _draw_shape(draw, obj.shape, x, y, obj.side, COLOURS[obj.colour])
         masks.append(np.asarray(mask_img) > 0)
     if scene.text:
-        font = _font(max(10, n // 4))
+        font = _font(max(10, int(n * scene.text_scale)))
         bbox = draw.textbbox((0, 0), scene.text, font=font)
         tw, th = bbox[2] - bbox[0], bbox[3] - bbox[1]
-        draw.text(((n - tw) / 2 - bbox[0], (n - th) / 2 - bbox[1]), scene.text, font=font, fill=TEXT_COLOUR)
+        dx, dy = scene.text_offset
+        draw.text(((n - tw) / 2 - bbox[0] + dx, (n - th) / 2 - bbox[1] + dy), scene.text, font=font,
+                  fill=TEXT_COLOUR)
     return np.asarray(canvas).copy(), masks
 
 
@@ -271,7 +275,15 @@ def sample_image_scene(
 
 
 def sample_text_scene(rng: np.random.Generator, size: int, text: str) -> Scene:
-    return Scene(size=size, objects=[], text=text)
+    """Text in the middle, shifted by up to a tenth of the side and at one of a few sizes."""
+    scale = float(rng.choice([0.22, 0.25, 0.28]))
+    font = _font(max(10, int(size * scale)))
+    left, top, right, bottom = ImageDraw.Draw(Image.new("RGB", (1, 1))).textbbox((0, 0), text, font=font)
+    room_x = max(0, (size - (right - left)) // 2 - 2)
+    room_y = max(0, (size - (bottom - top)) // 2 - 2)
+    jx, jy = min(room_x, size // 10), min(room_y, size // 10)
+    offset = (int(rng.integers(-jx, jx + 1)), int(rng.integers(-jy, jy + 1)))
+    return Scene(size=size, objects=[], text=text, text_offset=offset, text_scale=scale)
 
 
 def _grid_time(rng: np.random.Generator, lo: float, hi: float, step: float) -> float:

@@ -1,0 +1,30 @@
+"""Data validation: Great Expectations suites over OneThinker RL, SFT and evaluation files.
+
+Public API:
+
+- ``validate_file(path, kind=None, media_root=None, check_media=True) -> FileReport``
+- ``validate_dataset(data_root, media_root, cfg, train_files=None, eval_files=None) -> DatasetReport``
+- ``write_reports(report, out_dir) -> {"summary": Path, "html": Path}``
+
+A report's ``ok`` is False when any rule failed; ``failures`` lists them, each naming the file, the
+record (index and problem_id), the field and the rule id (catalogue: ``RULES``). Great Expectations is
+imported only when a validation runs.
+"""
+
+from __future__ import annotations
+
+from .core import validate_dataset, validate_file
+from .report import DatasetReport, ExpectationOutcome, Failure, FileReport, write_reports
+from .rules import RULES, RuleSpec
+
+__all__ = [
+    "RULES",
+    "DatasetReport",
+    "ExpectationOutcome",
+    "Failure",
+    "FileReport",
+    "RuleSpec",
+    "validate_dataset",
+    "validate_file",
+    "write_reports",
+]
