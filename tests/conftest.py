@@ -7,6 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from onethinker.config import DataConfig, PrepareConfig
+
 REPO = Path(__file__).resolve().parents[1]
 _CACHE = REPO / ".cache"
 
@@ -34,3 +36,28 @@ def repo_root() -> Path:
 @pytest.fixture(scope="session")
 def fixtures_dir() -> Path:
     return REPO / "tests" / "fixtures"
+
+
+# A tiny prepared data set and a base model built from the default config, shared by model and RL tests.
+
+@pytest.fixture(scope="session")
+def tiny_data(tmp_path_factory) -> dict:
+    from onethinker.data.prepare import prepare_synthetic
+
+    root = tmp_path_factory.mktemp("tiny") / "data"
+    result = prepare_synthetic(PrepareConfig(train_per_task=2, eval_per_task=1), DataConfig(root=str(root)), "compact")
+    return {"root": root, "media_root": root / "media", "train_files": [str(p) for p in result.train_files],
+            "eval_files": [str(p) for p in result.eval_files]}
+
+
+@pytest.fixture(scope="session")
+def tiny_base(tiny_data, tmp_path_factory) -> Path:
+    from onethinker.data.formats import read_records
+    from onethinker.modeling import BaseModelConfig, build_base_model
+
+    corpus = []
+    for f in tiny_data["train_files"]:
+        for r in read_records(f):
+            corpus.extend(m["content"] for m in r.get("messages", [])) or corpus.append(r.get("problem", ""))
+    out = tmp_path_factory.mktemp("base") / "base"
+    return build_base_model(BaseModelConfig(vocab_size=512), corpus, out)

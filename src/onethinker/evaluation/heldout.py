@@ -1,0 +1,77 @@
+"""The held-out check shared by SFT and GRPO: greedy answers on a fixed sample of each benchmark.
+
+The sample is the first ``per_task`` records of every evaluation file (deterministic, so SFT and GRPO are
+measured on the same questions). Scores come from ``onethinker.rewards.compute_score``: the format rate is
+the share of answers with well-formed ``<think>…</think><answer>…</answer>``; accuracy is the reward's
+accuracy part. Output shape::
+
+    {"format_rate": f, "mean_accuracy": f, "tasks": {"<task slug>": {"accuracy": f, "format_rate": f, "n": i}}}
+
+``mean_accuracy`` is the mean over tasks (each task counts once, whatever its sample size).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from onethinker.config import MediaConfig
+from onethinker.data.examples import prompt_example
+from onethinker.data.formats import read_records
+from onethinker.data.prompts import PromptStyle
+from onethinker.rl.rollout import RolloutEngine, SamplingParams
+
+
+def heldout_records(eval_files: Sequence[str | Path], per_task: int) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    for path in sorted(str(p) for p in eval_files):
+        out.extend(read_records(path)[:per_task])
+    return out
+
+
+def summarise(slugs: Sequence[str], scores: Sequence[dict[str, float]]) -> dict[str, Any]:
+    per: dict[str, list[dict[str, float]]] = defaultdict(list)
+    for slug, s in zip(slugs, scores, strict=True):
+        per[slug].append(s)
+    tasks = {
+        slug: {
+            "accuracy": sum(s["accuracy"] for s in items) / len(items),
+            "format_rate": sum(1.0 for s in items if s["format"] >= 1.0) / len(items),
+            "n": len(items),
+        }
+        for slug, items in sorted(per.items())
+    }
+    n = max(1, len(scores))
+    return {
+        "format_rate": sum(1.0 for s in scores if s["format"] >= 1.0) / n,
+        "mean_accuracy": sum(t["accuracy"] for t in tasks.values()) / max(1, len(tasks)),
+        "tasks": tasks,
+    }
+
+
+def heldout_check(
+    engine: RolloutEngine,
+    records: Sequence[dict[str, Any]],
+    media_root: str | Path,
+    media: MediaConfig,
+    style: PromptStyle,
+    max_new_tokens: int,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Generate greedily on ``records`` and score them. Returns (summary, per-sample predictions)."""
+    from onethinker.rewards import compute_score
+
+    examples = [prompt_example(r, media_root, media, style) for r in records]
+    completions = engine.generate(examples, SamplingParams(n=1, greedy=True, max_new_tokens=max_new_tokens))
+    items = [
+        {"response": c[0].text, "ground_truth": ex.ground_truth, "problem_type": ex.problem_type,
+         "data_type": ex.data_type, "problem_id": ex.problem_id}
+        for ex, c in zip(examples, completions, strict=True)
+    ]
+    scores = compute_score(items)
+    predictions = [
+        {**item, "accuracy": s["accuracy"], "format": s["format"], "overall": s["overall"]}
+        for item, s in zip(items, scores, strict=True)
+    ]
+    return summarise([ex.slug for ex in examples], scores), predictions

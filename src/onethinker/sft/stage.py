@@ -1,0 +1,99 @@
+"""The ``sft`` stage: train, export ``models/sft/``, run the held-out check, write ``metrics/sft.json``,
+and log all of it to one MLflow run (nested under the pipeline's run when there is one)."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import resource
+from pathlib import Path
+from typing import Any
+
+from onethinker.config import Params, to_dict
+
+
+def _dataset_input(records_files: list[str], data_root: str) -> None:
+    """Log the SFT data as an MLflow dataset whose digest is DVC's hash of the data folder."""
+    import mlflow
+    import pandas as pd
+
+    from onethinker import tracking
+    from onethinker.data.formats import read_records
+
+    rows = []
+    for f in records_files:
+        if Path(f).name.startswith("sft"):
+            for r in read_records(f):
+                rows.append({"problem_id": str(r.get("problem_id", "")), "problem_type": r.get("problem_type", ""),
+                             "data_type": r.get("data_type", ""), "file": Path(f).name})
+    digest = tracking.dvc_out_hash(data_root) or tracking.file_digest(*[Path(f) for f in records_files])
+    ds = mlflow.data.from_pandas(pd.DataFrame(rows), source=str(Path(data_root).resolve()), name="onethinker-sft",
+                                 digest=digest[:36])
+    mlflow.log_input(ds, context="training")
+    mlflow.set_tag("dvc_data_hash", digest)
+
+
+def _folder_mb(path: Path) -> float:
+    return sum(f.stat().st_size for f in path.rglob("*") if f.is_file()) / 2**20
+
+
+def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, Any]:
+    from onethinker import tracking
+    from onethinker.data.prepare import read_manifest
+    from onethinker.evaluation.heldout import heldout_check, heldout_records
+    from onethinker.rl.rollout import HFRolloutEngine
+    from onethinker.sft.trainer import export, train_sft
+
+    cfg = p.sft
+    manifest = read_manifest(p.data)
+    media_root = Path(manifest["media_root"])
+    is_main = int(os.environ.get("RANK", "0")) == 0
+    run_ctx = (tracking.stage_run("sft", {"sft": to_dict(cfg), "media": to_dict(p.media), "prompt": to_dict(p.prompt)})
+               if cfg.log_mlflow and is_main else contextlib.nullcontext())
+    with run_ctx as run:
+        if run is not None:
+            _dataset_input(manifest["train_files"], p.data.root)
+        model, processor, result = train_sft(
+            cfg, manifest["train_files"], media_root, p.media,
+            logger=tracking.log_metrics if run is not None else None, stop_after_steps=stop_after_steps,
+        )
+        summary: dict[str, Any] = {
+            "steps": result.steps, "seconds": round(result.seconds, 2), "tokens": result.tokens,
+            "tokens_per_s": round(result.tokens_per_s, 1), "final_loss": result.final_loss,
+            "skipped_overlong": result.skipped_overlong, "resumed_from_step": result.resumed_from,
+            "parameters": result.parameters, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+                                                                   / 1024, 1),
+        }
+        if stop_after_steps is not None and result.steps < (cfg.max_steps or result.steps + 1):
+            return summary  # interrupted on purpose (tests): no export
+        if not is_main:
+            return summary
+        out = export(model, processor, cfg.output_dir, result)
+        if cfg.heldout_per_task > 0:
+            engine = HFRolloutEngine(model, processor, batch_size=cfg.generation_batch_size)
+            records = heldout_records(manifest["eval_files"], cfg.heldout_per_task)
+            held, predictions = heldout_check(engine, records, media_root, p.media, p.prompt.style,
+                                              cfg.heldout_max_new_tokens)
+            summary["heldout"] = held
+            pred_path = Path("reports") / "sft" / "heldout_predictions.jsonl"
+            pred_path.parent.mkdir(parents=True, exist_ok=True)
+            pred_path.write_text("".join(json.dumps(x) + "\n" for x in predictions))
+        metrics_path = Path(cfg.metrics_file)
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        if run is not None:
+            import mlflow
+
+            flat = {f"heldout/{k}": v for k, v in summary.get("heldout", {}).items() if isinstance(v, float)}
+            for slug, t in summary.get("heldout", {}).get("tasks", {}).items():
+                flat[f"heldout/accuracy/{slug}"] = t["accuracy"]
+                flat[f"heldout/format_rate/{slug}"] = t["format_rate"]
+            flat.update({"perf/sft_seconds": result.seconds, "perf/tokens_per_s_mean": result.tokens_per_s})
+            tracking.log_metrics(flat)
+            mlflow.log_artifact(str(metrics_path))
+            if _folder_mb(out) < 200:
+                mlflow.log_artifacts(str(out), artifact_path="model")
+            mlflow.set_tag("model_dir", str(out.resolve()))
+            summary["mlflow_run_id"] = run.info.run_id
+    return summary

@@ -1,0 +1,178 @@
+"""MLflow runs for pipeline stages: one run per stage, nested under the pipeline's run when there is one.
+
+- Tracking URI: ``MLFLOW_TRACKING_URI`` when set (a server, or any store), else the embedded SQLite store
+  ``sqlite:///<repo>/mlflow/mlflow.db`` with artifacts in ``<repo>/mlflow/artifacts``. Paths are absolute,
+  so ``dvc exp run --temp`` (which runs in a copy under ``.dvc/tmp/exps``) still logs to the workspace.
+- A pipeline parent run is named by ``ONETHINKER_PARENT_RUN_ID`` (set by the Prefect flow); stage runs nest
+  under it.
+- Every stage run is tagged with the git commit (and whether the tree was dirty) and the DVC stage name.
+- Metric names are sanitised for MLflow (``R@0.5`` -> ``R_at_0.5``, ``J&F`` -> ``J_and_F``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import json
+import os
+import re
+import subprocess
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+EXPERIMENT = "onethinker"
+PARENT_ENV = "ONETHINKER_PARENT_RUN_ID"
+
+
+def repo_root() -> Path:
+    """The project root: the folder holding dvc.yaml, searched upwards from the working directory."""
+    here = Path.cwd().resolve()
+    for p in (here, *here.parents):
+        if (p / "dvc.yaml").exists() or (p / ".git").exists():
+            # inside `dvc exp run --temp`, log to the main workspace, not the temporary copy
+            parts = p.parts
+            if ".dvc" in parts:
+                return Path(*parts[: parts.index(".dvc")])
+            return p
+    return here
+
+
+def tracking_uri(root: Path | None = None) -> str:
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    root = root or repo_root()
+    return f"sqlite:///{(root / 'mlflow' / 'mlflow.db').resolve()}"
+
+
+def artifact_root(root: Path | None = None) -> str:
+    root = root or repo_root()
+    return (root / "mlflow" / "artifacts").resolve().as_uri()
+
+
+def configure(root: Path | None = None) -> str:
+    """Point MLflow at the tracking URI (creating the local store folder) and return the URI."""
+    import mlflow
+
+    os.environ.setdefault("MLFLOW_DISABLE_TELEMETRY", "true")
+    uri = tracking_uri(root)
+    if uri.startswith("sqlite:///"):
+        Path(uri.removeprefix("sqlite:///")).parent.mkdir(parents=True, exist_ok=True)
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def experiment_id(name: str = EXPERIMENT, root: Path | None = None) -> str:
+    """Get or create the experiment; a local store gets an artifact location under mlflow/artifacts."""
+    import mlflow
+
+    client = mlflow.MlflowClient()
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        return exp.experiment_id
+    # the embedded store keeps artifacts beside it (mlflow/artifacts); a server or user store uses its own
+    default_store = f"sqlite:///{((root or repo_root()) / 'mlflow' / 'mlflow.db').resolve()}"
+    location = f"{artifact_root(root)}/{name}" if mlflow.get_tracking_uri() == default_store else None
+    try:
+        return client.create_experiment(name, artifact_location=location)
+    except Exception:  # created concurrently by another process
+        exp = client.get_experiment_by_name(name)
+        if exp is None:
+            raise
+        return exp.experiment_id
+
+
+def git_commit(root: Path | None = None) -> tuple[str, bool]:
+    """(commit sha, dirty) of the project's git checkout; ("unknown", False) outside git."""
+    root = root or repo_root()
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
+                             check=True, timeout=10).stdout.strip()
+        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
+                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        return sha, dirty
+    except (OSError, subprocess.SubprocessError):
+        return "unknown", False
+
+
+def dvc_out_hash(out_path: str, root: Path | None = None) -> str | None:
+    """The md5 DVC recorded for an output path in dvc.lock (e.g. ``data``), or None when absent."""
+    import yaml
+
+    root = root or repo_root()
+    lock = root / "dvc.lock"
+    if not lock.exists():
+        return None
+    data = yaml.safe_load(lock.read_text()) or {}
+    for stage in (data.get("stages") or {}).values():
+        for out in stage.get("outs") or []:
+            if out.get("path") == out_path:
+                return out.get("md5")
+    return None
+
+
+def file_digest(*paths: Path) -> str:
+    h = hashlib.md5()
+    for p in paths:
+        h.update(Path(p).read_bytes())
+    return h.hexdigest()
+
+
+_METRIC_OK = re.compile(r"[^A-Za-z0-9_\-./: ]")
+
+
+def sanitize_metric_name(name: str) -> str:
+    """MLflow accepts only letters, digits, ``_ - . : /`` and spaces in metric names."""
+    return _METRIC_OK.sub("_", name.replace("@", "_at_").replace("&", "_and_"))
+
+
+def flatten(d: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}.{k}" if prefix else str(k)
+        if isinstance(v, Mapping):
+            out.update(flatten(v, key))
+        else:
+            out[key] = v
+    return out
+
+
+def log_params(params: Mapping[str, Any]) -> None:
+    import mlflow
+
+    flat = {k: (json.dumps(v) if isinstance(v, list | tuple) else v) for k, v in flatten(params).items()}
+    items = list(flat.items())
+    for i in range(0, len(items), 90):  # MLflow caps a batch at 100 params
+        mlflow.log_params({k: str(v)[:6000] for k, v in items[i : i + 90]})
+
+
+def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
+    import math
+
+    import mlflow
+
+    clean = {sanitize_metric_name(k): float(v) for k, v in metrics.items()
+             if isinstance(v, int | float) and math.isfinite(float(v))}
+    if clean:
+        mlflow.log_metrics(clean, step=step)
+
+
+@contextlib.contextmanager
+def stage_run(stage: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
+              ) -> Iterator[Any]:
+    """An MLflow run for one stage; nested under ``$ONETHINKER_PARENT_RUN_ID`` when set."""
+    import mlflow
+
+    configure()
+    exp = experiment_id()
+    parent = os.environ.get(PARENT_ENV)
+    sha, dirty = git_commit()
+    all_tags = {"onethinker.stage": stage, "mlflow.source.git.commit": sha, "git_commit": sha,
+                "git_dirty": str(dirty).lower(), **(tags or {})}
+    if parent:
+        all_tags["mlflow.parentRunId"] = parent
+    with mlflow.start_run(experiment_id=exp, run_name=stage, tags=all_tags) as run:
+        if params:
+            log_params(params)
+        yield run

@@ -1,0 +1,109 @@
+"""Atomic, resumable training checkpoints (shared by SFT and GRPO).
+
+Layout under a checkpoint root (outside the stage's DVC outputs, so ``dvc repro`` does not delete it
+before a resumed run)::
+
+    <root>/step-00000040/   engine state (model, optimizer, scheduler), rng.pt, trainer_state.json
+    <root>/latest           the name of the newest complete checkpoint
+
+A checkpoint is written into ``.tmp-step-…`` and renamed when complete, then ``latest`` is replaced
+atomically, so an interruption at any moment leaves the previous checkpoint intact. ``trainer_state.json``
+holds the step, the data position and any algorithm state (e.g. EMA-GRPO's statistics), plus a hash of the
+config: a checkpoint written under other settings is never resumed.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import random
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+
+def config_hash(payload: Any) -> str:
+    return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def rng_state() -> dict[str, Any]:
+    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def set_rng_state(state: dict[str, Any]) -> None:
+    random.setstate(state["python"])
+    np.random.set_state(state["numpy"])
+    torch.set_rng_state(state["torch"])
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _is_main() -> bool:
+    return not torch.distributed.is_initialized() or torch.distributed.get_rank() == 0
+
+
+def _barrier() -> None:
+    if torch.distributed.is_initialized():
+        torch.distributed.barrier()
+
+
+def save_checkpoint(root: Path, step: int, engine, state: dict[str, Any], keep: int = 2) -> Path:
+    """Write checkpoint ``step`` atomically; keep the newest ``keep`` checkpoints."""
+    root = Path(root)
+    root.mkdir(parents=True, exist_ok=True)
+    name = f"step-{step:08d}"
+    tmp = root / f".tmp-{name}"
+    if _is_main() and tmp.exists():
+        shutil.rmtree(tmp)
+    _barrier()
+    engine.save(tmp)
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    torch.save(rng_state(), tmp / f"rng-{rank}.pt")
+    _barrier()
+    if _is_main():
+        (tmp / "trainer_state.json").write_text(json.dumps({"step": step, **state}, indent=2, default=str))
+        final = root / name
+        if final.exists():
+            shutil.rmtree(final)
+        os.replace(tmp, final)
+        latest_tmp = root / ".latest.tmp"
+        latest_tmp.write_text(name)
+        os.replace(latest_tmp, root / "latest")
+        ckpts = sorted(p for p in root.glob("step-*") if p.is_dir())
+        for old in ckpts[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    _barrier()
+    return root / name
+
+
+def latest_checkpoint(root: Path, expected_hash: str | None = None) -> tuple[Path, dict[str, Any]] | None:
+    """The newest complete checkpoint and its trainer state, if its config hash matches."""
+    root = Path(root)
+    pointer = root / "latest"
+    if not pointer.exists():
+        return None
+    path = root / pointer.read_text().strip()
+    state_file = path / "trainer_state.json"
+    if not state_file.exists():
+        return None
+    state = json.loads(state_file.read_text())
+    if expected_hash is not None and state.get("config_hash") != expected_hash:
+        return None
+    return path, state
+
+
+def restore(path: Path, engine) -> None:
+    """Load engine state and this rank's RNG state from a checkpoint folder."""
+    engine.load(path)
+    rank = torch.distributed.get_rank() if torch.distributed.is_initialized() else 0
+    rng_file = path / f"rng-{rank}.pt"
+    if not rng_file.exists():
+        rng_file = path / "rng-0.pt"
+    set_rng_state(torch.load(rng_file, weights_only=False))
