@@ -1,0 +1,97 @@
+"""The ``grpo`` section of params.yaml: multi-task RL with EMA-GRPO from the SFT checkpoint."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from onethinker.config import ConfigError
+from onethinker.rl.advantages import AdvantageConfig
+
+Switch = Literal["auto", "on", "off"]
+
+
+def _require(cond: bool, key: str, message: str) -> None:
+    if not cond:
+        raise ConfigError(f"{key}: {message}")
+
+
+@dataclass(frozen=True)
+class GRPOConfig:
+    """EMA-GRPO (or GRPO / Dr.GRPO) on the RL training file, rewards from ``onethinker.rewards``."""
+
+    sft_model_dir: str = "models/sft"
+    output_dir: str = "models/grpo"
+    checkpoint_dir: str = "checkpoints/grpo"
+    metrics_file: str = "metrics/grpo.json"
+    plots_dir: str = "reports/grpo"
+    """Per-task reward curves: ``reward_curves.csv`` (a DVC plot) and PNGs rendered offline."""
+    seed: int = 0
+    steps: int = 20
+    """RL steps (each: one rollout batch, then ``ppo_epochs`` passes of optimizer updates)."""
+    rollout_batch_size: int = 128
+    """Prompts sampled per step (per process)."""
+    n: int = 8
+    """Completions per prompt (the group)."""
+    temperature: float = 1.0
+    top_p: float = 1.0
+    max_response_length: int = 4096
+    global_batch_size: int = 32
+    """Prompts per optimizer update (their n completions each); rollout_batch_size / global_batch_size updates."""
+    micro_batch_size: int = 8
+    """Sequences per forward/backward pass."""
+    ppo_epochs: int = 1
+    lr: float = 2e-6
+    weight_decay: float = 0.01
+    warmup_ratio: float = 0.0
+    max_grad_norm: float = 1.0
+    clip_low: float = 0.2
+    clip_high: float = 0.3
+    loss_agg: Literal["token-mean", "seq-mean-token-sum-norm", "seq-mean-token-mean"] = "token-mean"
+    kl_coef: float = 0.0
+    """KL loss to the frozen SFT model (k3 estimator); 0 = off, as in the released recipe."""
+    entropy_coef: float = 0.0
+    online_filter: bool = True
+    filter_low: float = 0.01
+    filter_high: float = 0.99
+    """Groups whose mean accuracy lies outside [filter_low, filter_high] are dropped."""
+    max_filter_retries: int = 2
+    """Extra sampling rounds per step to refill a batch thinned by the filter."""
+    advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
+    engine: Literal["hf", "vllm"] = "hf"
+    generation_batch_size: int = 64
+    freeze_vision_tower: bool = True
+    freeze_projector: bool = True
+    gradient_checkpointing: Switch = "auto"
+    bf16: Switch = "auto"
+    deepspeed: str | None = None
+    log_every: int = 1
+    save_every: int = 10
+    keep_checkpoints: int = 2
+    rollout_table_every: int = 10
+    """Every K steps, log a sample of rollouts per task as an MLflow table."""
+    rollout_table_per_task: int = 2
+    heldout_per_task: int = 10
+    heldout_max_new_tokens: int = 160
+    log_mlflow: bool = True
+
+    def validate(self, key: str) -> None:
+        _require(self.steps >= 1, f"{key}.steps", "must be >= 1")
+        _require(self.n >= 2, f"{key}.n", "a group needs at least 2 completions")
+        _require(self.rollout_batch_size >= 1, f"{key}.rollout_batch_size", "must be >= 1")
+        _require(1 <= self.global_batch_size <= self.rollout_batch_size, f"{key}.global_batch_size",
+                 "must be in 1..rollout_batch_size")
+        _require(self.micro_batch_size >= 1, f"{key}.micro_batch_size", "must be >= 1")
+        _require(self.ppo_epochs >= 1, f"{key}.ppo_epochs", "must be >= 1")
+        _require(self.temperature > 0, f"{key}.temperature", "must be positive")
+        _require(0 < self.top_p <= 1, f"{key}.top_p", "must be in (0, 1]")
+        _require(self.max_response_length >= 1, f"{key}.max_response_length", "must be >= 1")
+        _require(0 < self.lr < 1, f"{key}.lr", "must be in (0, 1)")
+        _require(0 <= self.clip_low < 1, f"{key}.clip_low", "must be in [0, 1)")
+        _require(self.clip_high >= 0, f"{key}.clip_high", "must be >= 0")
+        _require(self.kl_coef >= 0, f"{key}.kl_coef", "must be >= 0")
+        _require(0 <= self.filter_low < self.filter_high <= 1, f"{key}.filter_low",
+                 "need 0 <= filter_low < filter_high <= 1")
+        _require(self.max_filter_retries >= 0, f"{key}.max_filter_retries", "must be >= 0")
+        _require(self.save_every >= 1, f"{key}.save_every", "must be >= 1")
+        _require(self.rollout_table_every >= 1, f"{key}.rollout_table_every", "must be >= 1")

@@ -1,0 +1,164 @@
+"""The ``grpo`` stage: run the EMA-GRPO trainer, export ``models/grpo/``, run the held-out check on the same
+sample as SFT, write ``metrics/grpo.json`` and per-task reward curves (CSV for ``dvc plots`` plus PNGs drawn
+offline with matplotlib), and log everything to one MLflow run."""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import resource
+from collections import defaultdict
+from pathlib import Path
+from typing import Any
+
+from onethinker.config import Params, to_dict
+from onethinker.tasks import TASK_SLUGS
+
+
+def write_curves(history: list[dict[str, float]], plots_dir: Path) -> list[Path]:
+    """``reward_curves.csv`` (long format: step, task, metric, value) and one PNG per reward part."""
+    plots_dir.mkdir(parents=True, exist_ok=True)
+    rows = []
+    for h in history:
+        for slug in TASK_SLUGS:
+            for part in ("overall", "accuracy"):
+                key = f"train/reward/{part}/{slug}"
+                if key in h:
+                    rows.append({"step": int(h["step"]), "task": slug, "metric": part, "value": round(h[key], 6)})
+    csv_path = plots_dir / "reward_curves.csv"
+    with open(csv_path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=["step", "task", "metric", "value"])
+        writer.writeheader()
+        writer.writerows(rows)
+    pngs = []
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    for part in ("overall", "accuracy"):
+        series: dict[str, list[tuple[int, float]]] = defaultdict(list)
+        for r in rows:
+            if r["metric"] == part:
+                series[r["task"]].append((r["step"], r["value"]))
+        fig, ax = plt.subplots(figsize=(9, 5))
+        for slug, pts in sorted(series.items()):
+            xs, ys = zip(*pts, strict=True)
+            ax.plot(xs, ys, marker="o", markersize=2, linewidth=1.2, label=slug)
+        ax.set_xlabel("RL step")
+        ax.set_ylabel(f"mean {part} reward")
+        ax.set_title(f"GRPO training reward ({part}) per task")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=7, ncol=2, loc="best")
+        fig.tight_layout()
+        path = plots_dir / f"reward_{part}.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        pngs.append(path)
+    return pngs
+
+
+def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: bool = True) -> dict[str, Any]:
+    from tqdm import tqdm
+
+    from onethinker import tracking
+    from onethinker.data.prepare import read_manifest
+    from onethinker.evaluation.heldout import heldout_check, heldout_records
+    from onethinker.rl.rollout import HFRolloutEngine
+    from onethinker.rl.trainer import GRPOTrainer, load_rl_records
+    from onethinker.training.model_utils import save_hf_folder
+
+    cfg = p.grpo
+    manifest = read_manifest(p.data)
+    media_root = Path(manifest["media_root"])
+    trainer = GRPOTrainer(cfg, load_rl_records(manifest["train_files"]), media_root, p.media, p.prompt.style)
+    is_main = trainer.rank == 0
+    run_ctx = (tracking.stage_run("grpo", {"grpo": to_dict(cfg), "media": to_dict(p.media)})
+               if cfg.log_mlflow and is_main else contextlib.nullcontext())
+    history: list[dict[str, float]] = []
+    hist_path = Path(cfg.checkpoint_dir) / "history.jsonl"
+    with run_ctx as run:
+        start = trainer.maybe_resume()
+        if start and hist_path.exists():  # the curves of the interrupted run, up to its checkpoint
+            history = [h for h in map(json.loads, hist_path.read_text().splitlines()) if h["step"] <= start]
+        elif hist_path.exists():
+            hist_path.unlink()
+        bar = tqdm(total=cfg.steps, initial=start, desc="grpo", unit="step", disable=not progress or not is_main)
+        while trainer.step_no < cfg.steps:
+            stats = trainer.step()
+            bar.update(1)
+            bar.set_postfix(reward=f"{stats.metrics.get('train/reward/overall', float('nan')):.3f}")
+            step = trainer.step_no
+            history.append({"step": step, **stats.metrics})
+            if run is not None and step % cfg.log_every == 0:
+                tracking.log_metrics(stats.metrics, step=step)
+            if run is not None and step % cfg.rollout_table_every == 0 and stats.table_rows:
+                import mlflow
+
+                mlflow.log_table(data=_columns(stats.table_rows), artifact_file=f"rollouts/step_{step:06d}.json")
+            if step % cfg.save_every == 0 or step == cfg.steps:
+                trainer.save()
+                if is_main:
+                    hist_path.parent.mkdir(parents=True, exist_ok=True)
+                    hist_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+            if stop_after_steps is not None and step >= stop_after_steps and step < cfg.steps:
+                bar.close()
+                return {"steps": step, "interrupted": True, "ema": trainer.ema.to_dict()}
+        bar.close()
+        summary: dict[str, Any] = {"steps": trainer.step_no, "resumed_from_step": start,
+                                   "ema": trainer.ema.to_dict(), "parameters": trainer.param_counts}
+        if not is_main:
+            return summary
+        last = history[-max(1, min(5, len(history))):]
+        final: dict[str, dict[str, float]] = {}
+        for slug in TASK_SLUGS:
+            vals = {part: [h[f"train/reward/{part}/{slug}"] for h in last if f"train/reward/{part}/{slug}" in h]
+                    for part in ("overall", "accuracy", "format", "structure")}
+            if vals["overall"]:
+                final[slug] = {part: sum(v) / len(v) for part, v in vals.items() if v}
+        summary["train_reward_last5"] = final
+        perf = [h for h in history if "perf/step_s" in h]
+        if perf:
+            summary["seconds"] = round(sum(h["perf/step_s"] for h in perf), 2)
+            summary["tokens_per_s"] = round(sum(h["perf/tokens_per_s"] for h in perf) / len(perf), 1)
+        summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+        out = save_hf_folder(trainer.model, trainer.processor, cfg.output_dir,
+                             trainer.engine.full_state_dict() if getattr(trainer.engine, "zero_stage", 0) == 3
+                             else None)
+        if cfg.heldout_per_task > 0:
+            engine = HFRolloutEngine(trainer.model, trainer.processor, batch_size=cfg.generation_batch_size)
+            records = heldout_records(manifest["eval_files"], cfg.heldout_per_task)
+            held, predictions = heldout_check(engine, records, media_root, p.media, p.prompt.style,
+                                              cfg.heldout_max_new_tokens)
+            summary["heldout"] = held
+            pred = Path("reports") / "grpo" / "heldout_predictions.jsonl"
+            pred.parent.mkdir(parents=True, exist_ok=True)
+            pred.write_text("".join(json.dumps(x) + "\n" for x in predictions))
+        pngs = write_curves(history, Path(cfg.plots_dir))
+        metrics_path = Path(cfg.metrics_file)
+        metrics_path.parent.mkdir(parents=True, exist_ok=True)
+        metrics_path.write_text(json.dumps({k: v for k, v in summary.items() if k != "ema"} |
+                                           {"ema": summary["ema"]}, indent=2, sort_keys=True) + "\n")
+        if run is not None:
+            import mlflow
+
+            flat = {"heldout/format_rate": summary.get("heldout", {}).get("format_rate", float("nan")),
+                    "heldout/mean_accuracy": summary.get("heldout", {}).get("mean_accuracy", float("nan"))}
+            for slug, t in summary.get("heldout", {}).get("tasks", {}).items():
+                flat[f"heldout/accuracy/{slug}"] = t["accuracy"]
+            tracking.log_metrics(flat)
+            mlflow.log_artifact(str(metrics_path))
+            for png in pngs:
+                mlflow.log_artifact(str(png), artifact_path="plots")
+            mlflow.set_tag("model_dir", str(out.resolve()))
+            summary["mlflow_run_id"] = run.info.run_id
+    return summary
+
+
+def _columns(rows: list[dict[str, Any]]) -> dict[str, list[Any]]:
+    cols: dict[str, list[Any]] = defaultdict(list)
+    for r in rows:
+        for k, v in r.items():
+            cols[k].append(v)
+    return dict(cols)

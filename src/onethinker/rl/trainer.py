@@ -1,0 +1,404 @@
+"""EMA-GRPO trainer: multi-task RL over every OneThinker task from the SFT checkpoint.
+
+One step, read top to bottom in ``GRPOTrainer.step``:
+
+1. sample ``rollout_batch_size`` prompts (a deterministic stream, resumable by position);
+2. generate ``n`` completions per prompt through a rollout engine (HF ``generate``; vLLM on GPU workers);
+3. score them with ``onethinker.rewards.compute_score`` (a malformed completion scores 0 and is counted);
+4. online filtering: drop groups whose mean accuracy is outside [filter_low, filter_high]; sample more
+   prompts until the batch is full or ``max_filter_retries`` extra rounds are spent (reported);
+5. advantages with the configured estimator (``onethinker.rl.advantages``): for ``ema_grpo``, group-mean
+   centred rewards divided by a per-task EMA of the reward std, the EMA state all-reduced across ranks and
+   saved in checkpoints (the released code keeps it in a process-local global that resets on resume);
+6. old log-probs from the policy before the update, then ``ppo_epochs`` passes of PPO-clipped updates over
+   mini-batches of ``global_batch_size`` prompts, micro-batched with gradient accumulation and clipping.
+
+Departures from the released recipe: rollouts and updates share one process (no Ray), the HF engine is the
+CPU default, and every per-task statistic is logged to MLflow each step.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from onethinker.config import MediaConfig
+from onethinker.data.examples import Example, prompt_example
+from onethinker.data.formats import read_records
+from onethinker.data.prompts import PromptStyle
+from onethinker.rl.advantages import EMAState, compute_advantages
+from onethinker.rl.config import GRPOConfig
+from onethinker.rl.loss import PolicyLoss
+from onethinker.rl.rollout import Completion, HFRolloutEngine, RolloutEngine, SamplingParams
+from onethinker.tasks import TASK_SLUGS, task_key
+from onethinker.training import checkpoint as ckpt
+from onethinker.training.engine import OptimConfig, build_engine
+from onethinker.training.model_utils import (
+    device,
+    freeze_vision,
+    seed_everything,
+    use_bf16,
+    use_gradient_checkpointing,
+)
+
+Logger = Callable[[dict[str, float], int], None]
+
+
+@dataclass
+class Sequence:
+    """One completion with its prompt, group and score."""
+
+    group: int
+    example: Example
+    encoded: dict[str, torch.Tensor]  # the prompt, from encode_chat(add_generation_prompt=True)
+    completion: Completion
+    score: dict[str, Any]
+    response_ids: list[int] = field(default_factory=list)
+    advantage: float = 0.0
+
+
+def response_token_ids(completion: Completion, end_id: int, max_len: int) -> list[int]:
+    """The tokens the policy produced, including the end-of-turn token when it stopped on its own."""
+    ids = list(completion.token_ids)[:max_len]
+    if completion.finished and len(ids) < max_len:
+        ids.append(end_id)
+    return ids or [end_id]
+
+
+def build_batch(seqs: list[Sequence], pad_id: int) -> dict[str, torch.Tensor]:
+    """Prompt + response, right-padded; ``response_mask`` marks response tokens in the shifted label space.
+
+    Returns input_ids, attention_mask, mm_token_type_ids (B, L); visual tensors; response_mask (B, L-1),
+    targets (B, L-1) (the token each position predicts).
+    """
+    from onethinker.modeling.inputs import collate
+
+    examples, masks = [], []
+    for s in seqs:
+        prompt = s.encoded
+        p_len = prompt["input_ids"].shape[-1]
+        resp = torch.tensor([s.response_ids], dtype=torch.long)  # (1, R)
+        ex = {k: v for k, v in prompt.items()}
+        ex["input_ids"] = torch.cat([prompt["input_ids"], resp], dim=1)  # (1, P+R)
+        ex["attention_mask"] = torch.cat([prompt["attention_mask"], torch.ones_like(resp)], dim=1)
+        ex["mm_token_type_ids"] = torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(resp)], dim=1)
+        mask = torch.zeros(1, p_len + resp.shape[1], dtype=torch.long)
+        mask[0, p_len:] = 1  # (1, P+R): 1 on response tokens
+        ex["labels"] = mask  # carried through collate's padding, turned into the response mask below
+        examples.append(ex)
+        masks.append(mask)
+    batch = collate(examples, pad_id)
+    label_mask = batch.pop("labels").clamp_min(0)  # (B, L); padding came in as -100
+    batch["response_mask"] = label_mask[:, 1:].float()  # (B, L-1): position t predicts token t+1
+    batch["targets"] = batch["input_ids"][:, 1:]  # (B, L-1)
+    return batch
+
+
+def token_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor], dev: torch.device,
+                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Log-prob of each next token (B, L-1) and optionally the entropy of each next-token distribution."""
+    from onethinker.modeling.inputs import model_inputs
+
+    inputs = {k: v.to(dev) for k, v in model_inputs(batch).items()}
+    logits = model(**inputs).logits[:, :-1].float()  # (B, L-1, V)
+    logp = torch.log_softmax(logits, dim=-1)  # (B, L-1, V)
+    targets = batch["targets"].to(dev)  # (B, L-1)
+    lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, L-1)
+    ent = None
+    if with_entropy:
+        ent = -(logp.exp() * logp).sum(-1)  # (B, L-1)
+    return lp, ent
+
+
+def is_malformed(score: dict[str, Any]) -> bool:
+    return float(score.get("format", 0.0)) < 1.0
+
+
+@dataclass
+class StepStats:
+    metrics: dict[str, float]
+    table_rows: list[dict[str, Any]]
+    kept_groups: int
+
+
+class GRPOTrainer:
+    """Holds the policy, the engine, the rollout engine, the EMA state and the data position."""
+
+    def __init__(self, cfg: GRPOConfig, records: list[dict[str, Any]], media_root: Path, media: MediaConfig,
+                 style: PromptStyle, rollout: RolloutEngine | None = None, progress: bool = True):
+        from onethinker.modeling import load_model, load_processor
+
+        seed_everything(cfg.seed)
+        self.cfg, self.records, self.media_root, self.media, self.style = cfg, records, media_root, media, style
+        self.dev = device()
+        bf16 = use_bf16(cfg.bf16)
+        self.processor = load_processor(cfg.sft_model_dir)
+        model = load_model(cfg.sft_model_dir, dtype=torch.bfloat16 if bf16 else torch.float32).to(self.dev)
+        self.param_counts = freeze_vision(model, cfg.freeze_vision_tower, cfg.freeze_projector)
+        if use_gradient_checkpointing(cfg.gradient_checkpointing):
+            model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        self.ref_model = None
+        if cfg.kl_coef > 0:
+            self.ref_model = load_model(cfg.sft_model_dir, dtype=model.dtype).to(self.dev).eval()
+            self.ref_model.requires_grad_(False)
+        updates_per_step = max(1, math.ceil(cfg.rollout_batch_size / cfg.global_batch_size)) * cfg.ppo_epochs
+        optim = OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
+                            total_steps=cfg.steps * updates_per_step, grad_accum=1, max_grad_norm=cfg.max_grad_norm)
+        self.engine = build_engine(model, optim, cfg.deepspeed, cfg.micro_batch_size)
+        self.rank, self.world = self.engine.rank, self.engine.world_size
+        self.model = self.engine.unwrapped()
+        self.rollout = rollout or HFRolloutEngine(self.model, self.processor, cfg.generation_batch_size)
+        self.loss_fn = PolicyLoss(clip_low=cfg.clip_low, clip_high=cfg.clip_high, loss_agg=cfg.loss_agg,
+                                  kl_coef=cfg.kl_coef, entropy_coef=cfg.entropy_coef,
+                                  max_response_length=cfg.max_response_length)
+        tok = self.processor.tokenizer
+        self.pad_id = tok.pad_token_id
+        self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
+        self.ema = EMAState()
+        self.step_no, self.position = 0, 0
+        self._perms: dict[int, np.ndarray] = {}
+        self._prompt_cache: dict[int, tuple[Example, dict[str, torch.Tensor]]] = {}
+        self.progress = progress
+        self.config_hash = ckpt.config_hash({"cfg": repr(cfg), "n_records": len(records), "world": self.world})
+
+    # ---------------------------------------------------------------------------------- data stream
+    def _index(self, k: int) -> int:
+        epoch, i = divmod(k, len(self.records))
+        if epoch not in self._perms:
+            self._perms = {epoch: np.random.default_rng([self.cfg.seed, 1, epoch]).permutation(len(self.records))}
+        return int(self._perms[epoch][i])
+
+    def _next_prompts(self, count: int) -> list[int]:
+        """``count`` record indices for this rank; advances the shared position by count * world."""
+        start = self.position * self.world + self.rank * count
+        idx = [self._index(k) for k in range(start, start + count)]
+        self.position += count
+        return idx
+
+    def _prompt(self, i: int) -> tuple[Example, dict[str, torch.Tensor]]:
+        if i not in self._prompt_cache:
+            ex = prompt_example(self.records[i], self.media_root, self.media, self.style)
+            from onethinker.modeling.inputs import encode_chat
+
+            enc = encode_chat(self.processor, ex.messages, ex.images, ex.videos, add_generation_prompt=True)
+            if len(self._prompt_cache) < 20000:
+                self._prompt_cache[i] = (ex, enc)
+            return ex, enc
+        return self._prompt_cache[i]
+
+    # ---------------------------------------------------------------------------------- checkpoints
+    def save(self) -> None:
+        ckpt.save_checkpoint(Path(self.cfg.checkpoint_dir), self.step_no, self.engine,
+                             {"position": self.position, "ema": self.ema.to_dict(), "config_hash": self.config_hash},
+                             keep=self.cfg.keep_checkpoints)
+
+    def maybe_resume(self) -> int:
+        found = ckpt.latest_checkpoint(Path(self.cfg.checkpoint_dir), self.config_hash)
+        if found is None:
+            return 0
+        path, state = found
+        ckpt.restore(path, self.engine)
+        self.model = self.engine.unwrapped()
+        self.rollout.load_weights(self.model)
+        self.step_no, self.position = int(state["step"]), int(state["position"])
+        self.ema = EMAState.from_dict(state["ema"])
+        return self.step_no
+
+    # ---------------------------------------------------------------------------------- one step
+    def _rollout_round(self, count: int, group_offset: int) -> tuple[list[list[Sequence]], float, float]:
+        from onethinker.rewards import compute_score
+
+        cfg = self.cfg
+        idx = self._next_prompts(count)
+        prompts = [self._prompt(i) for i in idx]
+        t0 = time.perf_counter()
+        sampling = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
+                                  max_new_tokens=cfg.max_response_length)
+        if isinstance(self.rollout, HFRolloutEngine):
+            completions = self.rollout.generate([p[0] for p in prompts], sampling, encoded=[p[1] for p in prompts])
+        else:
+            completions = self.rollout.generate([p[0] for p in prompts], sampling)
+        t1 = time.perf_counter()
+        items = [{"response": c.text, "ground_truth": ex.ground_truth, "problem_type": ex.problem_type,
+                  "data_type": ex.data_type, "problem_id": ex.problem_id, "problem": ex.problem}
+                 for (ex, _), group in zip(prompts, completions, strict=True) for c in group]
+        scores = compute_score(items)
+        t2 = time.perf_counter()
+        groups, k = [], 0
+        for g, ((ex, enc), group) in enumerate(zip(prompts, completions, strict=True)):
+            seqs = []
+            for c in group:
+                seqs.append(Sequence(group_offset + g, ex, enc, c, scores[k],
+                                     response_token_ids(c, self.end_id, cfg.max_response_length)))
+                k += 1
+            groups.append(seqs)
+        return groups, t1 - t0, t2 - t1
+
+    def _keep(self, group: list[Sequence]) -> bool:
+        if not self.cfg.online_filter:
+            return True
+        acc = float(np.mean([s.score["accuracy"] for s in group]))
+        return self.cfg.filter_low <= acc <= self.cfg.filter_high
+
+    def step(self) -> StepStats:
+        cfg = self.cfg
+        t_start = time.perf_counter()
+        rollout_s = reward_s = 0.0
+        all_groups: list[list[Sequence]] = []
+        kept: list[list[Sequence]] = []
+        retries = 0
+        need = cfg.rollout_batch_size
+        while True:
+            groups, r_s, w_s = self._rollout_round(need, len(all_groups))
+            rollout_s += r_s
+            reward_s += w_s
+            all_groups.extend(groups)
+            kept.extend(g for g in groups if self._keep(g))
+            if len(kept) >= cfg.rollout_batch_size or retries >= cfg.max_filter_retries:
+                break
+            retries += 1
+            need = cfg.rollout_batch_size - len(kept)
+        kept = kept[: cfg.rollout_batch_size]
+        metrics = self._reward_metrics(all_groups)
+        metrics["train/filtered_frac"] = 1.0 - len([g for g in all_groups if self._keep(g)]) / max(1, len(all_groups))
+        metrics["train/batch_fill"] = len(kept) / cfg.rollout_batch_size
+        metrics["train/filter_retries"] = float(retries)
+
+        # advantages over the kept groups (the EMA sees exactly the scores that are trained on)
+        seqs = [s for g in kept for s in g]
+        t_update = time.perf_counter()
+        if seqs:
+            scores = torch.tensor([float(s.score["overall"]) for s in seqs])
+            gids = torch.tensor([s.group for s in seqs])
+            keys = [task_key(s.example.problem_type, s.example.data_type) for s in seqs]
+            adv, self.ema, adv_stats = compute_advantages(scores, gids, keys, self.ema, cfg.advantage,
+                                                          reduce=self._reduce())
+            for s, a in zip(seqs, adv.tolist(), strict=True):
+                s.advantage = a
+            metrics.update(self._advantage_metrics(adv_stats))
+            metrics.update(self._update(kept))
+        update_s = time.perf_counter() - t_update
+        n_tokens = sum(len(s.response_ids) for g in all_groups for s in g)
+        metrics.update({"perf/rollout_s": rollout_s, "perf/reward_s": reward_s, "perf/update_s": update_s,
+                        "perf/tokens_per_s": n_tokens / max(1e-9, rollout_s),
+                        "perf/step_s": time.perf_counter() - t_start})
+        self.step_no += 1
+        return StepStats(metrics, self._table(all_groups), len(kept))
+
+    def _reduce(self):
+        if self.world > 1 and torch.distributed.is_initialized():
+            from onethinker.rl.advantages import allreduce_task_moments
+
+            return allreduce_task_moments
+        return None
+
+    def _update(self, kept: list[list[Sequence]]) -> dict[str, float]:
+        cfg = self.cfg
+        stats: dict[str, list[float]] = defaultdict(list)
+        # old log-probs (and reference log-probs) before any update of this step
+        micro = cfg.micro_batch_size
+        seqs = [s for g in kept for s in g]
+        batches = [seqs[i : i + micro] for i in range(0, len(seqs), micro)]
+        old, ref = [], []
+        self.model.eval()
+        with torch.no_grad():
+            for b in batches:
+                batch = build_batch(b, self.pad_id)
+                old.append(token_logprobs(self.model, batch, self.dev)[0].cpu())
+                if self.ref_model is not None:
+                    ref.append(token_logprobs(self.ref_model, batch, self.dev)[0].cpu())
+        self.model.train()
+        per_update = cfg.global_batch_size * cfg.n
+        for _ in range(cfg.ppo_epochs):
+            for start in range(0, len(seqs), per_update):
+                window = list(range(start // micro, math.ceil(min(len(seqs), start + per_update) / micro)))
+                n_tok = sum(sum(len(s.response_ids) for s in batches[j]) for j in window)
+                n_seq = sum(len(batches[j]) for j in window)
+                for pos, j in enumerate(window):
+                    b = batches[j]
+                    batch = build_batch(b, self.pad_id)
+                    lp, ent = token_logprobs(self.engine.module, batch, self.dev, with_entropy=True)
+                    mask = batch["response_mask"].to(self.dev)  # (B, L-1)
+                    adv = torch.tensor([s.advantage for s in b], device=self.dev)  # (B,)
+                    out = self.loss_fn(lp, old[j].to(self.dev), adv, mask,
+                                       ref[j].to(self.dev) if ref else None, ent)
+                    weight = (float(mask.sum()) / max(1, n_tok)) if cfg.loss_agg == "token-mean" else len(b) / n_seq
+                    self.engine.backward(out.loss * weight, boundary=pos == len(window) - 1)
+                    grad_norm = self.engine.step()
+                    if grad_norm is not None:
+                        stats["train/grad_norm"].append(grad_norm)
+                    stats["train/clip_frac"].append(float(out.clip_frac))
+                    stats["train/kl"].append(float(out.kl))
+                    stats["train/approx_kl"].append(float(out.approx_kl))
+                    stats["train/policy_loss"].append(float(out.policy_loss))
+                    stats["train/entropy"].append(float(out.entropy))
+        self.model.eval()
+        self.rollout.load_weights(self.engine.unwrapped())
+        out_metrics = {k: float(np.mean(v)) for k, v in stats.items() if v}
+        out_metrics["train/lr"] = self.engine.lr
+        return out_metrics
+
+    def _reward_metrics(self, groups: list[list[Sequence]]) -> dict[str, float]:
+        per: dict[str, list[Sequence]] = defaultdict(list)
+        for g in groups:
+            for s in g:
+                per[s.example.slug].append(s)
+        m: dict[str, float] = {}
+        for slug, seqs in per.items():
+            for part in ("overall", "accuracy", "format", "structure"):
+                m[f"train/reward/{part}/{slug}"] = float(np.mean([s.score[part] for s in seqs]))
+            m[f"train/reward_std/{slug}"] = float(np.std([s.score["overall"] for s in seqs]))
+            m[f"train/malformed_rate/{slug}"] = float(np.mean([is_malformed(s.score) for s in seqs]))
+            m[f"train/response_length/{slug}"] = float(np.mean([len(s.response_ids) for s in seqs]))
+        every = [s for g in groups for s in g]
+        if every:
+            m["train/reward/overall"] = float(np.mean([s.score["overall"] for s in every]))
+            m["train/reward/accuracy"] = float(np.mean([s.score["accuracy"] for s in every]))
+            m["train/malformed_rate"] = float(np.mean([is_malformed(s.score) for s in every]))
+        return m
+
+    @staticmethod
+    def _advantage_metrics(stats: dict[str, dict[str, float]]) -> dict[str, float]:
+        from onethinker.tasks import task_slug
+
+        m = {}
+        for key, st in stats.items():
+            pt, _, dt = key.partition("/")
+            slug = task_slug(pt, dt or "image")
+            for name, metric in (("ema_mean", "ema_mean"), ("ema_std", "ema_std"),
+                                 ("guard_fallback_rate", "guard_fallback_rate"), ("adv_abs_mean", "adv_abs_mean")):
+                if name in st:
+                    m[f"train/{metric}/{slug}"] = float(st[name])
+        return m
+
+    def _table(self, groups: list[list[Sequence]]) -> list[dict[str, Any]]:
+        rows, seen = [], defaultdict(int)
+        for g in groups:
+            s = g[0]
+            if seen[s.example.slug] >= self.cfg.rollout_table_per_task:
+                continue
+            seen[s.example.slug] += 1
+            rows.append({"step": self.step_no, "task": s.example.slug, "problem_id": s.example.problem_id,
+                         "problem": s.example.problem, "response": s.completion.text,
+                         "ground_truth": s.example.ground_truth, "overall": float(s.score["overall"]),
+                         "accuracy": float(s.score["accuracy"]), "advantage": s.advantage})
+        return rows
+
+
+def load_rl_records(train_files: list[str | Path]) -> list[dict[str, Any]]:
+    for f in train_files:
+        if Path(f).name == "rl.json":
+            return read_records(f)
+    raise FileNotFoundError(f"no rl.json among {[str(f) for f in train_files]}")
+
+
+def task_slugs() -> tuple[str, ...]:
+    return TASK_SLUGS
