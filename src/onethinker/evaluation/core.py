@@ -1,0 +1,196 @@
+"""Scoring predictions on a benchmark with the field's official metrics (pure functions).
+
+For each record the response is scored with the reward (accuracy, format, structure), and each task adds
+its official metrics over the benchmark:
+
+| task | metrics |
+|---|---|
+| multiple choice, numerical, math | accuracy |
+| regression | MRA |
+| OCR | 1 - WER |
+| open-ended | ROUGE (mean of R-1, R-2, R-L F) |
+| temporal grounding | mIoU, R@0.3/0.5/0.7 |
+| spatial grounding | Acc@0.5, mIoU |
+| spatial-temporal grounding | m_tIoU, m_vIoU, vIoU@0.3/0.5 |
+| tracking | AO, SR@0.5, SR@0.75 (GOT-10k), and the per-video variant |
+| segmentation (image) | gIoU, cIoU (masks from the mask decoder) |
+| segmentation (video) | J, F, J&F (DAVIS) |
+
+An answer that does not parse counts as the worst prediction (empty span / box / mask), never as a skip.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from onethinker import metrics as M
+from onethinker.tasks import task_slug
+
+EMPTY_BOX = [0.0, 0.0, 0.0, 0.0]
+EMPTY_SPAN = [0.0, 0.0]
+
+
+def answer_text(response: str) -> str:
+    """The answer the reward would grade: the first <answer> block, else the whole response."""
+    from onethinker.rewards.parsing import extract_answer, normalize
+
+    try:
+        ans = extract_answer(normalize(response or ""))
+    except Exception:
+        ans = None
+    return (ans if ans is not None else (response or "")).strip()
+
+
+def answer_json(response: str) -> dict[str, Any]:
+    try:
+        obj = json.loads(answer_text(response))
+    except (ValueError, TypeError, RecursionError):
+        return {}
+    return obj if isinstance(obj, dict) else {}
+
+
+def _numbers(value: Any, n: int) -> list[float] | None:
+    if not isinstance(value, list | tuple) or len(value) != n:
+        return None
+    try:
+        out = [float(v) for v in value]
+    except (TypeError, ValueError):
+        return None
+    return out if all(math.isfinite(v) for v in out) else None
+
+
+def _span(obj: dict[str, Any]) -> list[float]:
+    return _numbers(obj.get("time"), 2) or EMPTY_SPAN
+
+
+def _box(value: Any) -> list[float]:
+    return _numbers(value, 4) or EMPTY_BOX
+
+
+def _frame_boxes(obj: dict[str, Any]) -> dict[str, list[float]]:
+    boxes = obj.get("boxes")
+    if not isinstance(boxes, dict):
+        return {}
+    return {str(k): b for k, v in boxes.items() if (b := _numbers(v, 4)) is not None}
+
+
+def _float(text: str) -> float | None:
+    try:
+        v = float(text.replace(",", ""))
+    except (TypeError, ValueError):
+        return None
+    return v if math.isfinite(v) else None
+
+
+def _points(value: Any) -> list[list[float]]:
+    if not isinstance(value, list):
+        return []
+    return [p for v in value if (p := _numbers(v, 2)) is not None]
+
+
+MaskFn = Callable[[dict[str, Any], dict[str, Any]], tuple[Any, Any]]
+"""(record, predicted answer JSON) -> (predicted mask(s), ground-truth mask(s))."""
+
+
+def task_metrics(slug: str, records: Sequence[dict[str, Any]], responses: Sequence[str],
+                 masks: MaskFn | None = None) -> dict[str, float]:
+    """Official metrics of one task over its records (all of the same slug)."""
+    gts = [r.get("solution", r.get("answer", "")) for r in records]
+    if slug in ("multiple_choice", "numerical", "math"):
+        return {}  # accuracy comes from the reward
+    if slug == "regression":
+        pairs = [(_float(answer_text(p)), _float(answer_text(g))) for p, g in zip(responses, gts, strict=True)]
+        vals = [float(M.mean_relative_accuracy([p], [g])[0]) if p is not None and g is not None else 0.0
+                for p, g in pairs]
+        return {"MRA": float(np.mean(vals)) if vals else 0.0}
+    if slug == "ocr":
+        return {"1-WER": float(np.mean([M.ocr_accuracy(answer_text(g), answer_text(p))
+                                        for p, g in zip(responses, gts, strict=True)]))}
+    if slug == "open_ended":
+        return {"ROUGE": float(np.mean([M.rouge_mean(answer_text(g), answer_text(p))
+                                        for p, g in zip(responses, gts, strict=True)]))}
+    preds = [answer_json(p) for p in responses]
+    truth = [answer_json(g) for g in gts]
+    if slug == "temporal_grounding":
+        return M.temporal_grounding_metrics([_span(p) for p in preds], [_span(t) for t in truth])
+    if slug == "spatial_grounding":
+        return M.spatial_grounding_metrics([_box(p.get("boxes")) for p in preds],
+                                           [_box(t.get("boxes")) for t in truth])
+    if slug == "spatial_temporal_grounding":
+        return M.spatio_temporal_grounding_metrics([_span(p) for p in preds], [_span(t) for t in truth],
+                                                   [_frame_boxes(p) for p in preds],
+                                                   [_frame_boxes(t) for t in truth])
+    if slug == "tracking":
+        return M.tracking_metrics([_frame_boxes(p) for p in preds], [_frame_boxes(t) for t in truth])
+    if slug in ("segmentation_image", "segmentation_video") and masks is not None:
+        pm, gm = zip(*(masks(r, p) for r, p in zip(records, preds, strict=True)), strict=True)
+        if slug == "segmentation_image":
+            return M.segmentation_metrics(list(pm), list(gm))
+        return M.jf_metrics(list(pm), list(gm))
+    return {}
+
+
+def score_benchmark(records: Sequence[dict[str, Any]], responses: Sequence[str],
+                    masks: MaskFn | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Reward parts per sample and official metrics per task. Returns (summary, per-sample rows)."""
+    from onethinker.rewards import compute_score
+
+    items = [{"response": resp, "ground_truth": r.get("solution", r.get("answer", "")),
+              "problem_type": r.get("problem_type", ""), "data_type": r.get("data_type", ""),
+              "problem_id": r.get("problem_id")} for r, resp in zip(records, responses, strict=True)]
+    scores = compute_score(items)
+    rows, by_slug = [], defaultdict(list)
+    for i, (r, item, s) in enumerate(zip(records, items, scores, strict=True)):
+        try:
+            slug = task_slug(r["problem_type"], r["data_type"])
+        except (KeyError, TypeError):
+            slug = "unknown"
+        rows.append({**item, "task": slug, "accuracy": s["accuracy"], "format": s["format"],
+                     "structure": s["structure"], "overall": s["overall"], "reasons": s.get("reasons", [])})
+        by_slug[slug].append(i)
+    tasks: dict[str, dict[str, float]] = {}
+    for slug, idx in sorted(by_slug.items()):
+        part = [rows[i] for i in idx]
+        t = {"n": len(idx),
+             "accuracy": float(np.mean([x["accuracy"] for x in part])),
+             "format_rate": float(np.mean([x["format"] >= 1.0 for x in part])),
+             "structure": float(np.mean([x["structure"] for x in part])),
+             "overall": float(np.mean([x["overall"] for x in part]))}
+        t.update(task_metrics(slug, [records[i] for i in idx], [responses[i] for i in idx], masks))
+        tasks[slug] = t
+    summary = {"n": len(rows),
+               "accuracy": float(np.mean([x["accuracy"] for x in rows])) if rows else 0.0,
+               "format_rate": float(np.mean([x["format"] >= 1.0 for x in rows])) if rows else 0.0,
+               "tasks": tasks}
+    return summary, rows
+
+
+def merge_tasks(benchmarks: dict[str, dict[str, Any]]) -> dict[str, dict[str, float]]:
+    """Per-task metrics over all benchmarks, weighted by sample count."""
+    acc: dict[str, dict[str, float]] = defaultdict(lambda: defaultdict(float))
+    for bench in benchmarks.values():
+        for slug, t in bench["tasks"].items():
+            n = t["n"]
+            acc[slug]["n"] += n
+            for k, v in t.items():
+                if k != "n":
+                    acc[slug][k] += v * n
+    return {slug: {k: (v / d["n"] if k != "n" else int(v)) for k, v in d.items()} for slug, d in sorted(acc.items())}
+
+
+def model_summary(benchmarks: dict[str, dict[str, Any]]) -> dict[str, Any]:
+    tasks = merge_tasks(benchmarks)
+    n = sum(b["n"] for b in benchmarks.values())
+    return {
+        "mean_accuracy": float(np.mean([t["accuracy"] for t in tasks.values()])) if tasks else 0.0,
+        "format_rate": (sum(b["format_rate"] * b["n"] for b in benchmarks.values()) / n) if n else 0.0,
+        "n": n,
+        "tasks": tasks,
+        "benchmarks": benchmarks,
+    }
