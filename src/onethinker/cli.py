@@ -208,6 +208,45 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
                    f"({m['n']} samples, {m['seconds']:.0f}s)")
 
 
+@app.command()
+def register(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Log the checkpoint as an MLflow pyfunc model, register a version (alias challenger), apply the gate."""
+    from onethinker.registry import format_result, register_model
+
+    p = _load(params, set_)
+    typer.echo(format_result(register_model(p.register, media=p.media, prompt_style=p.prompt.style)))
+
+
+@app.command()
+def promote(
+    version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
+    force: Annotated[bool, typer.Option("--force", help="Override a failing gate (recorded on the version).")] = False,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Promote a version to champion by hand; refused when it fails the gate unless --force."""
+    from onethinker.registry import format_result, promote as promote_version
+
+    p = _load(params, set_)
+    result = promote_version(p.register, version, force=force)
+    typer.echo(format_result(result))
+    if result.decision == "refused":
+        raise typer.Exit(1)
+
+
+@app.command()
+def rollback(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Give the champion alias back to the previous champion."""
+    from onethinker.registry import RegistryError, format_result, rollback as rollback_champion
+
+    p = _load(params, set_)
+    try:
+        typer.echo(format_result(rollback_champion(p.register)))
+    except RegistryError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
 

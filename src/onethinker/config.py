@@ -295,6 +295,9 @@ def _register_optional_sections() -> None:
     for module, attr, name in (
         ("onethinker.modeling.config", "BaseModelConfig", "base_model"),
         ("onethinker.sft.config", "SFTConfig", "sft"),
+        ("onethinker.rl.config", "GRPOConfig", "grpo"),
+        ("onethinker.evaluation.config", "EvaluateConfig", "evaluate"),
+        ("onethinker.registry.config", "RegistryConfig", "register"),
     ):
         if name in SECTIONS:
             continue

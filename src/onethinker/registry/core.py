@@ -1,0 +1,650 @@
+"""Registry I/O: log the checkpoint as a pyfunc model, register a version, gate it, move the aliases.
+
+Aliases on the registered model (``register.name``):
+
+- ``challenger``: the latest registered version (whatever the gate said);
+- ``champion``: the version in service; moved only by the gate (``register_model``), by ``promote`` (gate
+  again, or ``force=True``, recorded) and by ``rollback``;
+- ``previous_champion``: the champion before the current one (what ``rollback`` restores), absent when there
+  is none.
+
+The champion trail lives in the registered model's tag ``champion_history`` (comma-separated versions, oldest
+first, current champion last), so repeated rollbacks walk further back and a re-promoted version is pushed
+again. Each version carries its lineage (``git_commit``, ``dvc.data_hash``, ``params_hash``,
+``eval_run_id``, ``training_run_id``, ...), its scores (``eval.mean_accuracy``, ``eval.task.<slug>``) and the
+last gate decision (``gate.decision``, ``gate.reasons``, ``gate.forced``). Every change of champion, and every
+registration, is also an entry of ``metrics/registry.json``:
+``{"registered_model", "champion_version", "champion_mean_accuracy", "latest": {...}, "history": [...]}``.
+
+Functions here configure MLflow through ``onethinker.tracking`` (``MLFLOW_TRACKING_URI`` or the repository's
+SQLite store) and print nothing; ``format_result`` renders a result for the CLI.
+
+Run: ``onethinker register`` (the DVC stage ``register``), ``onethinker promote VERSION [--force]``,
+``onethinker rollback``; load the model in service with ``mlflow.pyfunc.load_model("models:/<name>@champion")``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import datetime as dt
+import hashlib
+import json
+import shutil
+import tempfile
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from onethinker.registry.config import RegistryConfig
+from onethinker.registry.gate import (
+    GateDecision,
+    Scores,
+    decide,
+    scores_from_eval,
+    scores_from_tags,
+    scores_to_tags,
+)
+
+CHAMPION = "champion"
+CHALLENGER = "challenger"
+PREVIOUS = "previous_champion"
+HISTORY_TAG = "champion_history"
+MAX_TAG = 5000  # MLflow's limit on a model version tag value
+LATEST_KEYS = (
+    "action",
+    "version",
+    "decision",
+    "forced",
+    "mean_accuracy",
+    "champion_before",
+    "champion_after",
+    "reasons",
+)
+"""The latest entry's headline (``dvc metrics show`` lists its scalars; full entries are in ``history``)."""
+
+
+class RegistryError(RuntimeError):
+    """A registry operation cannot proceed (no champion to roll back from, unknown version, ...)."""
+
+
+@dataclass(frozen=True)
+class RegistrationResult:
+    """What ``register_model`` / ``register_version`` did."""
+
+    name: str
+    version: str
+    model_uri: str
+    """The logged model's URI (``models:/m-...``), reusable to register more versions of the same files."""
+    decision: GateDecision
+    champion_before: str | None
+    champion_after: str | None
+    run_id: str | None = None
+    """The ``register`` run that logged the model (None when an existing model URI was registered)."""
+    entry: dict[str, Any] = field(default_factory=dict)
+    """The entry appended to the registry file."""
+
+    @property
+    def promoted(self) -> bool:
+        return self.decision.passed
+
+
+@dataclass(frozen=True)
+class PromotionResult:
+    """What ``promote`` / ``rollback`` did. ``decision``: promoted | forced | refused | unchanged | rolled_back."""
+
+    name: str
+    version: str
+    decision: str
+    reasons: tuple[str, ...]
+    champion_before: str | None
+    champion_after: str | None
+    changed: bool
+    entry: dict[str, Any] | None = None
+    """The entry appended to the registry file (None when nothing changed)."""
+
+    @property
+    def forced(self) -> bool:
+        return self.decision == "forced"
+
+
+# --------------------------------------------------------------------------------------------------
+# Small pure helpers
+
+
+def now() -> str:
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
+
+
+def params_hash(path: Path) -> str | None:
+    """md5 of the params file's content as canonical JSON (comments and key order do not count)."""
+    import yaml
+
+    if not path.exists():
+        return None
+    data = yaml.safe_load(path.read_text()) or {}
+    return hashlib.md5(json.dumps(data, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    if not path.exists():
+        return {}
+    data = json.loads(path.read_text())
+    return data if isinstance(data, dict) else {}
+
+
+def parse_history(value: str | None) -> list[str]:
+    return [v for v in (value or "").split(",") if v.strip()]
+
+
+def reconcile_history(history: list[str], champion: str | None) -> list[str]:
+    """The champion trail, with a champion alias moved by other means pushed on top."""
+    if champion is not None and (not history or history[-1] != champion):
+        return [*history, champion]
+    return list(history)
+
+
+def _as_int(version: str | None) -> int | None:
+    return int(version) if version is not None else None
+
+
+def _tag_text(items: tuple[str, ...] | list[str]) -> str:
+    text = "; ".join(items)
+    return text if len(text) <= MAX_TAG else text[: MAX_TAG - 3] + "..."
+
+
+def append_entry(
+    path: Path,
+    entry: Mapping[str, Any],
+    name: str,
+    champion_version: str | None,
+    champion_scores: Scores | None,
+) -> dict[str, Any]:
+    """Append ``entry`` to the registry file's history; refresh the headline. Written atomically.
+
+    The headline (champion version and score, the latest entry's key fields) is what ``dvc metrics show``
+    prints; lists (``history``, ``reasons``) are ignored by DVC but kept for the record.
+    """
+    doc = read_json(path)
+    history = list(doc.get("history") or []) + [dict(entry)]
+    new = {
+        "registered_model": name,
+        "champion_version": _as_int(champion_version),
+        "champion_mean_accuracy": champion_scores.mean_accuracy if champion_scores else None,
+        "latest": {k: entry.get(k) for k in LATEST_KEYS},
+        "history": history,
+    }
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(json.dumps(new, indent=2) + "\n")
+    tmp.replace(path)
+    return new
+
+
+# --------------------------------------------------------------------------------------------------
+# MLflow access
+
+
+def _client() -> Any:
+    import mlflow
+
+    return mlflow.MlflowClient()
+
+
+def _ensure_registered_model(client: Any, name: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        try:
+            client.create_registered_model(
+                name,
+                description="OneThinker multimodal reasoning model (pyfunc over a Hugging Face folder). "
+                "Aliases: champion (in service), challenger (latest), previous_champion (rollback target).",
+            )
+        except MlflowException:  # created concurrently
+            client.get_registered_model(name)
+
+
+def _state(client: Any, name: str) -> tuple[dict[str, str], list[str]]:
+    """(aliases -> version, champion trail) of the registered model."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        rm = client.get_registered_model(name)
+    except MlflowException as exc:
+        raise RegistryError(f"registered model {name!r} does not exist") from exc
+    alias_map = {alias: str(version) for alias, version in (rm.aliases or {}).items()}
+    history = reconcile_history(parse_history((rm.tags or {}).get(HISTORY_TAG)), alias_map.get(CHAMPION))
+    return alias_map, history
+
+
+def _version(client: Any, name: str, version: str) -> Any:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        return client.get_model_version(name, str(version))
+    except MlflowException as exc:
+        raise RegistryError(f"{name} has no version {version}") from exc
+
+
+def _scores_of(client: Any, name: str, version: str | None) -> Scores | None:
+    if version is None:
+        return None
+    return scores_from_tags(_version(client, name, version).tags or {})
+
+
+def _set_champion(client: Any, name: str, history: list[str]) -> None:
+    """Point ``champion`` at ``history[-1]`` and ``previous_champion`` at ``history[-2]`` (or drop it)."""
+    client.set_registered_model_tag(name, HISTORY_TAG, ",".join(history))
+    client.set_registered_model_alias(name, CHAMPION, history[-1])
+    if len(history) >= 2:
+        client.set_registered_model_alias(name, PREVIOUS, history[-2])
+    else:
+        _drop_alias(client, name, PREVIOUS)
+
+
+def _drop_alias(client: Any, name: str, alias: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):  # not set
+        client.delete_registered_model_alias(name, alias)
+
+
+def _gate_tags(decision: GateDecision, label: str | None = None) -> dict[str, str]:
+    return {
+        "gate.decision": label or decision.decision,
+        "gate.reasons": _tag_text(decision.reasons),
+        "gate.failed": ",".join(decision.failed),
+        "gate.compared_to": decision.champion_version or "none",
+        "gate.time": now(),
+    }
+
+
+# --------------------------------------------------------------------------------------------------
+# Lineage
+
+
+def lineage_tags(
+    cfg: RegistryConfig, root: Path, eval_metrics: Mapping[str, Any], model_dir: str | None = None
+) -> dict[str, str]:
+    """Tags tying a version to its code, data, params and runs (absent values are left out).
+
+    ``model_dir`` (relative to ``root``) defaults to ``cfg.model_dir``; its DVC hash is ``dvc.model_hash``.
+    """
+    model_dir = model_dir or cfg.model_dir
+    from onethinker.tracking import dvc_out_hash, git_commit
+
+    sha, dirty = git_commit(root)
+    train = read_json(root / cfg.train_metrics) if cfg.train_metrics else {}
+    values = {
+        "git_commit": sha,
+        "git_dirty": str(dirty).lower(),
+        "dvc.data_hash": dvc_out_hash(cfg.data_out, root),
+        "dvc.model_hash": dvc_out_hash(model_dir, root),
+        "params_hash": params_hash(root / cfg.params_file),
+        "eval_run_id": eval_metrics.get("mlflow_run_id"),
+        "training_run_id": train.get("mlflow_run_id"),
+        "model_key": cfg.model,
+        "model_dir": model_dir,
+    }
+    return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def _link_back(client: Any, run_ids: list[str], name: str, version: str) -> None:
+    """Tag the training and evaluation runs with the version they became (best effort)."""
+    from mlflow.exceptions import MlflowException
+
+    for run_id in run_ids:
+        with contextlib.suppress(MlflowException):  # the run lives in another store, or was deleted
+            client.set_tag(run_id, "registry.version", f"{name}/{version}")
+
+
+# --------------------------------------------------------------------------------------------------
+# Registration
+
+
+def register_version(
+    cfg: RegistryConfig,
+    model_uri: str,
+    scores: Scores,
+    tags: Mapping[str, str] | None = None,
+    *,
+    root: Path | None = None,
+    run_id: str | None = None,
+) -> RegistrationResult:
+    """Register ``model_uri`` as a new version, alias it ``challenger``, gate it against ``champion``.
+
+    ``tags`` (lineage) and the scores become version tags; the gate's decision and reasons too. The version
+    becomes ``champion`` when the gate passes. One entry is appended to ``cfg.registry_file``.
+    """
+    import mlflow
+
+    from onethinker.tracking import configure, repo_root
+
+    root = Path(root) if root is not None else repo_root()
+    configure(root)
+    client = _client()
+    name = cfg.name
+    _ensure_registered_model(client, name)
+    alias_map, history = _state(client, name)
+    champion = alias_map.get(CHAMPION)
+    champion_scores = _scores_of(client, name, champion)
+
+    version_tags = {**dict(tags or {}), **scores_to_tags(scores)}
+    if run_id:
+        version_tags["register_run_id"] = run_id
+    mv = mlflow.register_model(model_uri, name, tags=version_tags)
+    version = str(mv.version)
+    client.set_registered_model_alias(name, CHALLENGER, version)
+
+    decision = decide(scores, champion_scores, cfg.gate, champion)
+    for key, value in _gate_tags(decision).items():
+        client.set_model_version_tag(name, version, key, value)
+    champion_after = champion
+    if decision.passed:
+        history = [*history, version]
+        _set_champion(client, name, history)
+        champion_after = version
+    _link_back(
+        client,
+        [version_tags[k] for k in ("eval_run_id", "training_run_id") if k in version_tags],
+        name,
+        version,
+    )
+
+    entry = {
+        "time": now(),
+        "action": "register",
+        "version": int(version),
+        "decision": decision.decision,
+        "forced": False,
+        "reasons": list(decision.reasons),
+        "mean_accuracy": scores.mean_accuracy,
+        "format_rate": scores.format_rate,
+        "champion_before": _as_int(champion),
+        "champion_after": _as_int(champion_after),
+        "champion_mean_accuracy_before": champion_scores.mean_accuracy if champion_scores else None,
+        "model_key": version_tags.get("model_key"),
+        "run_id": run_id,
+    }
+    append_entry(
+        root / cfg.registry_file, entry, name, champion_after, scores if decision.passed else champion_scores
+    )
+    return RegistrationResult(name, version, model_uri, decision, champion, champion_after, run_id, entry)
+
+
+def _code_copy(dest: Path) -> Path:
+    """A clean copy of the ``onethinker`` package (no caches) to ship as the model's ``code_paths``."""
+    import onethinker
+
+    src = Path(onethinker.__file__).resolve().parent
+    out = dest / "onethinker"
+    shutil.copytree(src, out, ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+    return out
+
+
+def log_pyfunc_model(
+    cfg: RegistryConfig,
+    model_dir: Path,
+    *,
+    media: Any = None,
+    prompt_style: str = "compact",
+    tags: Mapping[str, str] | None = None,
+) -> Any:
+    """Log ``model_dir`` as a pyfunc model in the active run; returns MLflow's ``ModelInfo``.
+
+    ``media`` (a ``MediaConfig``) and ``prompt_style`` are frozen into the model's ``model_config`` so the
+    served model decodes media and words prompts as evaluation did. Logging runs the input example once
+    through the loaded model (MLflow validates it).
+    """
+    import mlflow
+
+    from onethinker.config import MediaConfig
+    from onethinker.registry import pyfunc
+
+    media = media or MediaConfig()
+    model_config = {
+        "prompt_style": prompt_style,
+        "max_new_tokens": cfg.max_new_tokens,
+        "batch_size": 8,
+        "image_min_pixels": media.image_min_pixels,
+        "image_max_pixels": media.image_max_pixels,
+        "video_min_pixels": media.video_min_pixels,
+        "video_max_pixels": media.video_max_pixels,
+        "video_fps": media.video_fps,
+        "video_max_frames": media.video_max_frames,
+    }
+    with tempfile.TemporaryDirectory(prefix="onethinker-code-") as tmp:
+        return mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(Path(pyfunc.__file__).with_name("model_code.py")),  # models from code
+            artifacts={pyfunc.MODEL_ARTIFACT: str(model_dir)},
+            code_paths=[str(_code_copy(Path(tmp)))],
+            pip_requirements=pyfunc.pip_requirements(),
+            signature=pyfunc.model_signature(cfg.max_new_tokens),
+            input_example=pyfunc.input_example(),
+            model_config=model_config,
+            tags=dict(tags or {}),
+        )
+
+
+def register_model(
+    cfg: RegistryConfig,
+    model_dir: str | Path | None = None,
+    eval_metrics: Mapping[str, Any] | str | Path | None = None,
+    model_key: str | None = None,
+    tags: Mapping[str, str] | None = None,
+    *,
+    root: Path | None = None,
+    media: Any = None,
+    prompt_style: str = "compact",
+) -> RegistrationResult:
+    """The ``register`` stage: log the checkpoint, register a version, gate it (see the module docstring).
+
+    ``model_dir`` / ``eval_metrics`` (a dict or a path) / ``model_key`` default to ``cfg.model_dir`` /
+    ``cfg.eval_metrics`` / ``cfg.model``; relative paths (and params.yaml, dvc.lock, the registry file) are
+    taken from ``root``, the repository (default: found from the working directory). ``tags`` are added to
+    the lineage tags. Runs inside a ``register`` MLflow stage run (``onethinker.tracking.stage_run``: the
+    store is ``MLFLOW_TRACKING_URI`` or the repository's SQLite store), whose id is in the result.
+    Raises ``ScoresError`` / ``RegistryError`` before logging anything when inputs are missing.
+    """
+    import mlflow
+
+    from onethinker.config import to_dict
+    from onethinker.tracking import repo_root, sanitize_metric_name, stage_run
+
+    root = Path(root) if root is not None else repo_root()
+    model_key = model_key or cfg.model
+    model_dir = Path(model_dir) if model_dir is not None else Path(cfg.model_dir)
+    model_dir = model_dir if model_dir.is_absolute() else root / model_dir
+    if not (model_dir / "config.json").exists():
+        raise RegistryError(f"{model_dir} is not a saved Hugging Face model folder (no config.json)")
+    if eval_metrics is None or isinstance(eval_metrics, str | Path):
+        path = Path(eval_metrics or cfg.eval_metrics)
+        path = path if path.is_absolute() else root / path
+        if not path.exists():
+            raise RegistryError(f"{path} not found: run the evaluate stage first")
+        eval_metrics = json.loads(path.read_text())
+    scores = scores_from_eval(eval_metrics, model_key)  # fail before logging anything
+    rel = model_dir.relative_to(root).as_posix() if model_dir.is_relative_to(root) else str(model_dir)
+    lineage = {**lineage_tags(cfg, root, eval_metrics, rel), "model_key": model_key, **dict(tags or {})}
+
+    with stage_run("register", params={"register": to_dict(cfg)}, tags=lineage) as run:
+        info = log_pyfunc_model(cfg, model_dir, media=media, prompt_style=prompt_style, tags=lineage)
+        metrics = {
+            "eval.mean_accuracy": scores.mean_accuracy,
+            **{f"eval.task.{k}": v for k, v in scores.tasks.items()},
+        }
+        if scores.format_rate is not None:
+            metrics["eval.format_rate"] = scores.format_rate
+        # logged on the run and linked to the logged model (MLflow 3 model metrics)
+        mlflow.log_metrics({sanitize_metric_name(k): v for k, v in metrics.items()}, model_id=info.model_id)
+        if (root / cfg.params_file).exists():
+            mlflow.log_artifact(str(root / cfg.params_file))
+        result = register_version(cfg, info.model_uri, scores, lineage, root=root, run_id=run.info.run_id)
+        mlflow.set_tags(
+            {"registry.version": f"{cfg.name}/{result.version}", "gate.decision": result.decision.decision}
+        )
+    return result
+
+
+# --------------------------------------------------------------------------------------------------
+# By hand: promote, rollback
+
+
+def promote(
+    cfg: RegistryConfig, version: str | int, force: bool = False, *, root: Path | None = None
+) -> PromotionResult:
+    """Make ``version`` the champion if it passes the gate against the current champion (or ``force``).
+
+    Already champion: nothing changes (``decision="unchanged"``, no history entry). Gate failed without
+    ``force``: nothing changes (``decision="refused"``, reasons given). Gate failed with ``force``:
+    promoted, tagged ``gate.forced=true`` and recorded with ``"forced": true``. A version without eval scores
+    fails the gate.
+    """
+    from onethinker.tracking import configure, repo_root
+
+    root = Path(root) if root is not None else repo_root()
+    configure(root)
+    client = _client()
+    name, version = cfg.name, str(version)
+    alias_map, history = _state(client, name)
+    mv = _version(client, name, version)
+    champion = alias_map.get(CHAMPION)
+    if champion == version:
+        return PromotionResult(
+            name,
+            version,
+            "unchanged",
+            (f"v{version} is already {CHAMPION}",),
+            champion,
+            champion,
+            changed=False,
+        )
+    candidate = scores_from_tags(mv.tags or {})
+    champion_scores = _scores_of(client, name, champion)
+    if candidate is None:
+        from onethinker.registry.gate import Check
+
+        gate = GateDecision(False, (Check("scores", False, f"v{version} carries no eval scores"),), champion)
+    else:
+        gate = decide(candidate, champion_scores, cfg.gate, champion)
+    if not gate.passed and not force:
+        return PromotionResult(name, version, "refused", gate.reasons, champion, champion, changed=False)
+
+    label = "promoted" if gate.passed else "forced"
+    tags = {**_gate_tags(gate, label), "gate.manual": "true"}
+    if label == "forced":
+        tags["gate.forced"] = "true"
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version, key, value)
+    _set_champion(client, name, [*history, version])
+    entry = {
+        "time": now(),
+        "action": "promote",
+        "version": int(version),
+        "decision": label,
+        "forced": label == "forced",
+        "reasons": list(gate.reasons),
+        "mean_accuracy": candidate.mean_accuracy if candidate else None,
+        "format_rate": candidate.format_rate if candidate else None,
+        "champion_before": _as_int(champion),
+        "champion_after": int(version),
+        "champion_mean_accuracy_before": champion_scores.mean_accuracy if champion_scores else None,
+        "model_key": (mv.tags or {}).get("model_key"),
+        "run_id": mv.run_id,
+    }
+    append_entry(root / cfg.registry_file, entry, name, version, candidate)
+    return PromotionResult(name, version, label, gate.reasons, champion, version, changed=True, entry=entry)
+
+
+def rollback(cfg: RegistryConfig, *, root: Path | None = None) -> PromotionResult:
+    """Restore the previous champion (``previous_champion``); repeated calls walk further back.
+
+    Raises ``RegistryError`` when there is no champion or no earlier one. Versions deleted from the registry
+    are skipped. The demoted version is tagged ``rollback.demoted=<time>``.
+    """
+    from onethinker.tracking import configure, repo_root
+
+    root = Path(root) if root is not None else repo_root()
+    configure(root)
+    client = _client()
+    name = cfg.name
+    alias_map, history = _state(client, name)
+    current = alias_map.get(CHAMPION)
+    if current is None:
+        raise RegistryError(f"{name} has no {CHAMPION} to roll back")
+    trail = history[:-1]
+    while trail and not _exists(client, name, trail[-1]):
+        trail.pop()
+    if not trail:
+        raise RegistryError(f"{name}: v{current} is the first {CHAMPION}; there is nothing to roll back to")
+    restored = trail[-1]
+    _set_champion(client, name, trail)
+    stamp = now()
+    client.set_model_version_tag(name, current, "rollback.demoted", stamp)
+    client.set_model_version_tag(name, restored, "rollback.restored", stamp)
+    restored_scores = _scores_of(client, name, restored)
+    reason = f"rolled back from v{current} to v{restored}"
+    entry = {
+        "time": stamp,
+        "action": "rollback",
+        "version": int(restored),
+        "decision": "rolled_back",
+        "forced": False,
+        "reasons": [reason],
+        "mean_accuracy": restored_scores.mean_accuracy if restored_scores else None,
+        "format_rate": restored_scores.format_rate if restored_scores else None,
+        "champion_before": int(current),
+        "champion_after": int(restored),
+        "champion_mean_accuracy_before": None,
+        "model_key": None,
+        "run_id": None,
+    }
+    append_entry(root / cfg.registry_file, entry, name, restored, restored_scores)
+    return PromotionResult(
+        name, restored, "rolled_back", (reason,), current, restored, changed=True, entry=entry
+    )
+
+
+def _exists(client: Any, name: str, version: str) -> bool:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_model_version(name, version)
+        return True
+    except MlflowException:
+        return False
+
+
+def aliases(cfg: RegistryConfig, *, root: Path | None = None) -> dict[str, str]:
+    """The registered model's aliases (alias -> version); empty when the model is not registered yet."""
+    from onethinker.tracking import configure, repo_root
+
+    configure(Path(root) if root is not None else repo_root())
+    try:
+        return _state(_client(), cfg.name)[0]
+    except RegistryError:
+        return {}
+
+
+# --------------------------------------------------------------------------------------------------
+# Rendering for the CLI
+
+
+def format_result(result: RegistrationResult | PromotionResult) -> str:
+    """A few lines for the terminal: what happened, why, and where the aliases point now."""
+    if isinstance(result, RegistrationResult):
+        head = (
+            f"registered {result.name} v{result.version} ({result.model_uri}); alias {CHALLENGER}; "
+            f"gate: {result.decision.decision}"
+        )
+        reasons = result.decision.reasons
+    else:
+        head = f"{result.name} v{result.version}: {result.decision}"
+        reasons = result.reasons
+    lines = [head, *(f"  - {r}" for r in reasons)]
+    lines.append(f"  {CHAMPION}: v{result.champion_before or '-'} -> v{result.champion_after or '-'}")
+    return "\n".join(lines)

@@ -1,0 +1,273 @@
+"""The registered model: an MLflow pyfunc wrapping the saved Hugging Face folder of a OneThinker checkpoint.
+
+``mlflow.transformers`` cannot log Qwen3-VL (it is not a ``pipeline`` task), so the folder is a pyfunc
+artifact and this class loads it with the project's own loaders (``onethinker.modeling``) and answers with
+the same prompt, media budgets and greedy HF ``generate`` as evaluation (``HFRolloutEngine``).
+
+Input (a pandas DataFrame, a list of dicts or one dict), one question per row:
+
+- ``question`` (str, required);
+- ``image``: a path, or a ``data:image/...;base64,`` URI (self-contained requests, used by the input example);
+- ``video``: a path (decoded with PyAV at the logged fps / frame budget);
+- ``problem_type``: one of the OneThinker problem types (default ``open-ended``); selects the answer
+  instruction appended to the question. No image and no video makes a text-only question.
+
+Output: a DataFrame with one row per input row:
+
+- ``response``: the raw generated text;
+- ``think`` / ``answer``: the contents of the first ``<think>…</think>`` / ``<answer>…</answer>`` blocks of
+  the response ("" when missing);
+- ``formatted``: ``<think>{think}</think><answer>{answer}</answer>``, always well-formed, so callers get the
+  documented shape even from an untrained model whose raw text lacks the tags;
+- ``well_formed``: whether ``response`` itself has the ``<think>…</think><answer>…</answer>`` format (the
+  rewards' format check, whitespace around tags tolerated).
+
+``params={"max_new_tokens": n}`` overrides the logged generation budget per call.
+The logged model carries ``onethinker`` itself as ``code_paths``, so it loads wherever its pip
+requirements are installed.
+"""
+
+from __future__ import annotations
+
+import base64
+import importlib.metadata
+import io
+import math
+import re
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow.pyfunc
+import pandas as pd
+
+MODEL_ARTIFACT = "hf_model"
+"""Name of the artifact holding the Hugging Face folder."""
+INPUT_COLUMNS = ("question", "image", "video", "problem_type")
+OUTPUT_COLUMNS = ("response", "think", "answer", "formatted", "well_formed")
+DEFAULT_PROBLEM_TYPE = "open-ended"
+
+# distributions the model needs at inference (onethinker itself travels as code_paths)
+REQUIREMENTS = (
+    "mlflow",
+    "torch",
+    "transformers",
+    "tokenizers",
+    "safetensors",
+    "numpy",
+    "pandas",
+    "pillow",
+    "av",
+    "pyyaml",
+)
+
+_THINK = re.compile(r"<\s*think\s*>(.*?)<\s*/\s*think\s*>", re.DOTALL)
+_ANSWER = re.compile(r"<\s*answer\s*>(.*?)<\s*/\s*answer\s*>", re.DOTALL)
+_FORMAT = re.compile(
+    r"\A\s*<\s*think\s*>.*?<\s*/\s*think\s*>\s*<\s*answer\s*>.*?<\s*/\s*answer\s*>\s*\Z", re.DOTALL
+)
+
+
+# --------------------------------------------------------------------------------------------------
+# Pure helpers
+
+
+def parse_response(text: str) -> dict[str, Any]:
+    """Split a generated reply into the output columns (see the module docstring)."""
+    think = _THINK.search(text)
+    answer = _ANSWER.search(text)
+    t = think.group(1).strip() if think else ""
+    a = answer.group(1).strip() if answer else ""
+    return {
+        "response": text,
+        "think": t,
+        "answer": a,
+        "formatted": f"<think>{t}</think><answer>{a}</answer>",
+        "well_formed": _FORMAT.match(text) is not None,
+    }
+
+
+def _present(value: Any) -> bool:
+    if value is None:
+        return False
+    if isinstance(value, float) and math.isnan(value):
+        return False
+    return not (isinstance(value, str) and not value.strip())
+
+
+def input_rows(model_input: Any) -> list[dict[str, Any]]:
+    """Normalise a DataFrame / list of dicts / dict into rows with every input column (None when absent)."""
+    if isinstance(model_input, pd.DataFrame):
+        records = model_input.to_dict(orient="records")
+    elif isinstance(model_input, Mapping):
+        records = [dict(model_input)]
+    elif isinstance(model_input, Sequence) and not isinstance(model_input, str):
+        records = [dict(r) for r in model_input]
+    else:
+        raise TypeError(f"expected a DataFrame, a list of dicts or a dict, got {type(model_input).__name__}")
+    rows = []
+    for i, rec in enumerate(records):
+        if not _present(rec.get("question")):
+            raise ValueError(f"row {i}: 'question' is required")
+        row = {k: (rec.get(k) if _present(rec.get(k)) else None) for k in INPUT_COLUMNS}
+        if row["image"] is not None and row["video"] is not None:
+            raise ValueError(f"row {i}: give an image or a video, not both")
+        row["problem_type"] = row["problem_type"] or DEFAULT_PROBLEM_TYPE
+        rows.append(row)
+    return rows
+
+
+def image_data_uri(image: Any, fmt: str = "PNG") -> str:
+    """A PIL image as a ``data:image/...;base64,`` URI (accepted in the ``image`` column)."""
+    buf = io.BytesIO()
+    image.save(buf, format=fmt)
+    return f"data:image/{fmt.lower()};base64,{base64.b64encode(buf.getvalue()).decode('ascii')}"
+
+
+def open_image(value: str, min_pixels: int | None, max_pixels: int | None) -> Any:
+    """A path or a base64 data URI -> RGB PIL image within the pixel budget (as ``data.media.load_image``)."""
+    from PIL import Image
+
+    from onethinker.data.media import MediaError, fit_pixel_budget, load_image
+
+    if not value.startswith("data:"):
+        return load_image(value, min_pixels, max_pixels)
+    try:
+        payload = value.split(",", 1)[1]
+        with Image.open(io.BytesIO(base64.b64decode(payload))) as im:
+            im.load()
+            image = im.convert("RGB")
+    except Exception as exc:  # PIL and base64 raise many types
+        raise MediaError(f"cannot decode the image data URI: {exc}") from exc
+    w, h = fit_pixel_budget(image.width, image.height, min_pixels, max_pixels)
+    return image if (w, h) == image.size else image.resize((w, h), Image.BICUBIC)
+
+
+def pip_requirements() -> list[str]:
+    """Pinned requirements from this environment (looked up, not inferred: inference takes seconds)."""
+    reqs = []
+    for dist in REQUIREMENTS:
+        try:
+            version = importlib.metadata.version(dist).split("+")[0]  # drop local tags such as +cpu
+        except importlib.metadata.PackageNotFoundError:
+            reqs.append(dist)
+            continue
+        reqs.append(f"{dist}=={version}")
+    return reqs
+
+
+def model_signature(max_new_tokens: int) -> Any:
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import ColSpec, ParamSchema, ParamSpec, Schema
+
+    inputs = Schema(
+        [
+            ColSpec("string", "question"),
+            ColSpec("string", "image", required=False),
+            ColSpec("string", "video", required=False),
+            ColSpec("string", "problem_type", required=False),
+        ]
+    )
+    outputs = Schema(
+        [ColSpec("string", c) for c in OUTPUT_COLUMNS[:-1]] + [ColSpec("boolean", "well_formed")]
+    )
+    params = ParamSchema([ParamSpec("max_new_tokens", "long", max_new_tokens)])
+    return ModelSignature(inputs=inputs, outputs=outputs, params=params)
+
+
+def input_example() -> pd.DataFrame:
+    """A synthetic image question with the image inlined, so the example runs anywhere."""
+    from PIL import Image, ImageDraw
+
+    image = Image.new("RGB", (64, 64), (255, 255, 255))
+    ImageDraw.Draw(image).rectangle((16, 16, 47, 47), fill=(220, 30, 30))
+    return pd.DataFrame(
+        [
+            {
+                "question": "What colour is the square?",
+                "image": image_data_uri(image),
+                "problem_type": "open-ended",
+            }
+        ]
+    )
+
+
+# --------------------------------------------------------------------------------------------------
+# The model
+
+
+class OneThinkerPyfunc(mlflow.pyfunc.PythonModel):
+    """Loads the HF folder once; answers each row greedily (see the module docstring for I/O)."""
+
+    def load_context(self, context: Any) -> None:
+        import torch
+
+        from onethinker.modeling import load_model, load_processor  # registers the video processor
+        from onethinker.rl.rollout import HFRolloutEngine
+
+        cfg = dict(context.model_config or {})
+        path = Path(context.artifacts[MODEL_ARTIFACT])
+        device = "cuda" if torch.cuda.is_available() else "cpu"
+        self.processor = load_processor(path)
+        self.model = load_model(path, device=device)
+        self.engine = HFRolloutEngine(self.model, self.processor, batch_size=int(cfg.get("batch_size", 8)))
+        self.style = cfg.get("prompt_style", "compact")
+        self.max_new_tokens = int(cfg.get("max_new_tokens", 256))
+        self.media = {
+            k: cfg.get(k)
+            for k in (
+                "image_min_pixels",
+                "image_max_pixels",
+                "video_min_pixels",
+                "video_max_pixels",
+                "video_fps",
+                "video_max_frames",
+            )
+        }
+
+    def _example(self, i: int, row: Mapping[str, Any]) -> Any:
+        from onethinker.data.examples import Example
+        from onethinker.data.media import decode_video
+        from onethinker.data.prompts import build_messages, build_prompt
+        from onethinker.tasks import canonical_problem_type
+
+        m = self.media
+        images, videos = [], []
+        if row["video"] is not None:
+            data_type = "video"
+            videos.append(
+                decode_video(
+                    row["video"],
+                    float(m["video_fps"] or 2.0),
+                    int(m["video_max_frames"] or 128),
+                    m["video_min_pixels"],
+                    m["video_max_pixels"],
+                )
+            )
+        elif row["image"] is not None:
+            data_type = "image"
+            images.append(open_image(row["image"], m["image_min_pixels"], m["image_max_pixels"]))
+        else:
+            data_type = "text"
+        problem_type = canonical_problem_type(row["problem_type"])
+        prompt = build_prompt(
+            str(row["question"]), problem_type, "video" if data_type == "video" else "image", style=self.style
+        )
+        if data_type == "text":
+            messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
+        else:
+            messages = build_messages(prompt, data_type)
+        return Example(
+            messages, images, videos, problem_type, data_type, str(i), problem=str(row["question"])
+        )
+
+    def predict(
+        self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
+    ) -> pd.DataFrame:
+        from onethinker.rl.rollout import SamplingParams
+
+        rows = input_rows(model_input)
+        max_new = int((params or {}).get("max_new_tokens") or self.max_new_tokens)
+        examples = [self._example(i, row) for i, row in enumerate(rows)]
+        completions = self.engine.generate(examples, SamplingParams(greedy=True, max_new_tokens=max_new))
+        return pd.DataFrame([parse_response(c[0].text) for c in completions], columns=list(OUTPUT_COLUMNS))

@@ -1,0 +1,208 @@
+"""Registry behaviour against a real SQLite MLflow store: gate, aliases, promote, rollback, the served model.
+
+The tiny model is logged once (the ``logged`` fixture); the other tests register more versions of the same
+logged model URI under their own registered model name, with the scores each scenario needs.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import mlflow
+import pytest
+
+from onethinker.registry import RegistryError, promote, register_version, rollback
+from onethinker.registry.core import CHALLENGER, CHAMPION, HISTORY_TAG, PREVIOUS, aliases, format_result
+from onethinker.registry.gate import Scores
+
+GOOD = Scores(0.50, 0.9, {"ocr": 0.60, "math": 0.40})
+
+
+def _tags(name: str, version: str) -> dict[str, str]:
+    return mlflow.MlflowClient().get_model_version(name, version).tags
+
+
+def _registry(cfg) -> dict:
+    return json.loads(Path(cfg.registry_file).read_text())
+
+
+def test_logged_model_carries_lineage(logged, logged_root) -> None:
+    tags = _tags("logged", logged.version)
+    assert logged.promoted and logged.champion_after == logged.version
+    assert tags["dvc.data_hash"] == "0123456789abcdef0123456789abcdef.dir"
+    assert len(tags["params_hash"]) == 32
+    assert tags["eval_run_id"] == "eval-run-456" and tags["training_run_id"] == "train-run-123"
+    assert tags["register_run_id"] == logged.run_id and "git_commit" in tags
+    assert tags["eval.mean_accuracy"] == "0.5" and tags["eval.task.ocr"] == "0.5"
+    assert tags["gate.decision"] == "promoted"
+    run = mlflow.MlflowClient().get_run(logged.run_id)
+    assert run.data.tags["registry.version"] == f"logged/{logged.version}"
+    assert run.data.metrics["eval.mean_accuracy"] == 0.5
+    mv = mlflow.MlflowClient().get_model_version("logged", logged.version)
+    assert mv.run_id == logged.run_id
+    doc = json.loads((logged_root / "metrics" / "registry.json").read_text())
+    assert doc["champion_version"] == int(logged.version) and doc["latest"]["decision"] == "promoted"
+
+
+def test_champion_loads_and_answers_an_image_question(logged, tmp_path) -> None:
+    from PIL import Image, ImageDraw
+
+    from onethinker.registry.pyfunc import input_example
+
+    image = Image.new("RGB", (64, 64), "white")
+    ImageDraw.Draw(image).ellipse((10, 10, 40, 40), fill="blue")
+    image.save(tmp_path / "q.png")
+    model = mlflow.pyfunc.load_model(f"models:/logged@{CHAMPION}")
+    rows = [
+        {"question": "What shape is blue?", "image": str(tmp_path / "q.png")},
+        {"question": "How many circles?", "image": str(tmp_path / "q.png"), "problem_type": "numerical"},
+        input_example().iloc[0].to_dict(),  # the image inlined as a data URI
+        {"question": "What is two plus two?", "problem_type": "math"},  # text only
+    ]
+    out = model.predict(rows, params={"max_new_tokens": 8})
+    assert list(out.columns) == ["response", "think", "answer", "formatted", "well_formed"]
+    assert len(out) == len(rows)
+    for row in out.to_dict(orient="records"):
+        assert isinstance(row["response"], str) and isinstance(row["well_formed"], bool)
+        assert row["formatted"] == f"<think>{row['think']}</think><answer>{row['answer']}</answer>"
+
+
+def test_first_model_below_floors_is_not_champion(make_cfg, logged, tmp_path) -> None:
+    cfg = make_cfg()
+    r = register_version(cfg, logged.model_uri, Scores(0.1, 0.2, {"ocr": 0.1}), root=tmp_path)
+    assert not r.promoted and r.champion_after is None
+    assert aliases(cfg, root=tmp_path) == {CHALLENGER: r.version}
+    tags = _tags(cfg.name, r.version)
+    assert tags["gate.decision"] == "refused" and "floor 0.3000" in tags["gate.reasons"]
+    assert _registry(cfg)["champion_version"] is None
+    assert _registry(cfg)["latest"]["decision"] == "refused"
+
+
+def test_better_candidate_is_promoted_worse_is_refused(make_cfg, logged, tmp_path) -> None:
+    cfg = make_cfg()
+    first = register_version(cfg, logged.model_uri, GOOD, root=tmp_path)
+    assert first.promoted
+    better = register_version(
+        cfg, logged.model_uri, Scores(0.55, 0.9, {"ocr": 0.62, "math": 0.45}), root=tmp_path
+    )
+    assert better.promoted and better.champion_before == first.version
+    assert aliases(cfg, root=tmp_path) == {
+        CHAMPION: better.version,
+        CHALLENGER: better.version,
+        PREVIOUS: first.version,
+    }
+    worse = register_version(
+        cfg, logged.model_uri, Scores(0.54, 0.9, {"ocr": 0.62, "math": 0.45}), root=tmp_path
+    )
+    assert not worse.promoted and worse.champion_after == better.version
+    assert aliases(cfg, root=tmp_path)[CHAMPION] == better.version
+    assert aliases(cfg, root=tmp_path)[CHALLENGER] == worse.version
+    assert _tags(cfg.name, worse.version)["gate.failed"] == "aggregate"
+    doc = _registry(cfg)
+    assert [e["decision"] for e in doc["history"]] == ["promoted", "promoted", "refused"]
+    assert doc["champion_version"] == int(better.version) and doc["champion_mean_accuracy"] == 0.55
+    assert "gate: refused" in format_result(worse)
+
+
+def test_task_drop_beyond_tolerance_is_refused_with_the_task_named(make_cfg, logged, tmp_path) -> None:
+    cfg = make_cfg()
+    first = register_version(cfg, logged.model_uri, GOOD, root=tmp_path)
+    drop = register_version(
+        cfg, logged.model_uri, Scores(0.70, 0.9, {"ocr": 0.50, "math": 0.90}), root=tmp_path
+    )
+    assert not drop.promoted
+    tags = _tags(cfg.name, drop.version)
+    assert tags["gate.failed"] == "task:ocr"
+    assert "task ocr dropped 0.1000" in tags["gate.reasons"]
+    assert aliases(cfg, root=tmp_path)[CHAMPION] == first.version
+
+
+def test_rollback_restores_the_previous_champion(make_cfg, logged, tmp_path) -> None:
+    cfg = make_cfg()
+    v1 = register_version(cfg, logged.model_uri, GOOD, root=tmp_path).version
+    v2 = register_version(
+        cfg, logged.model_uri, Scores(0.6, 0.9, {"ocr": 0.6, "math": 0.6}), root=tmp_path
+    ).version
+    v3 = register_version(
+        cfg, logged.model_uri, Scores(0.7, 0.9, {"ocr": 0.7, "math": 0.7}), root=tmp_path
+    ).version
+    assert aliases(cfg, root=tmp_path)[CHAMPION] == v3
+
+    back = rollback(cfg, root=tmp_path)
+    assert (back.decision, back.champion_before, back.champion_after) == ("rolled_back", v3, v2)
+    assert aliases(cfg, root=tmp_path)[CHAMPION] == v2 and aliases(cfg, root=tmp_path)[PREVIOUS] == v1
+    assert "rollback.demoted" in _tags(cfg.name, v3)
+    back = rollback(cfg, root=tmp_path)  # repeated: walks further back
+    assert back.champion_after == v1
+    assert PREVIOUS not in aliases(cfg, root=tmp_path)
+    with pytest.raises(RegistryError, match="nothing to roll back to"):
+        rollback(cfg, root=tmp_path)
+    assert mlflow.MlflowClient().get_registered_model(cfg.name).tags[HISTORY_TAG] == v1
+    doc = _registry(cfg)
+    assert doc["champion_version"] == int(v1) and doc["latest"]["decision"] == "rolled_back"
+    # the champion now serves v1
+    assert str(mlflow.MlflowClient().get_model_version_by_alias(cfg.name, CHAMPION).version) == v1
+
+
+def test_repeated_promotion_is_idempotent(make_cfg, logged, tmp_path) -> None:
+    cfg = make_cfg()
+    v1 = register_version(cfg, logged.model_uri, GOOD, root=tmp_path).version
+    v2 = register_version(
+        cfg, logged.model_uri, Scores(0.6, 0.9, {"ocr": 0.6, "math": 0.6}), root=tmp_path
+    ).version
+    rollback(cfg, root=tmp_path)  # champion back to v1, so v2 can be promoted by hand
+    first = promote(cfg, v2, root=tmp_path)
+    assert first.changed and first.decision == "promoted"
+    before = _registry(cfg)
+    again = promote(cfg, int(v2), root=tmp_path)
+    assert not again.changed and again.decision == "unchanged"
+    assert _registry(cfg) == before
+    assert aliases(cfg, root=tmp_path)[CHAMPION] == v2 and aliases(cfg, root=tmp_path)[PREVIOUS] == v1
+    assert mlflow.MlflowClient().get_registered_model(cfg.name).tags[HISTORY_TAG] == f"{v1},{v2}"
+
+
+def test_force_promotes_a_refused_candidate_and_records_it(make_cfg, logged, tmp_path) -> None:
+    cfg = make_cfg()
+    v1 = register_version(cfg, logged.model_uri, GOOD, root=tmp_path).version
+    v2 = register_version(
+        cfg, logged.model_uri, Scores(0.3, 0.9, {"ocr": 0.1, "math": 0.4}), root=tmp_path
+    ).version
+    n = len(_registry(cfg)["history"])
+
+    refused = promote(cfg, v2, root=tmp_path)
+    assert refused.decision == "refused" and not refused.changed
+    assert any("task ocr dropped" in r for r in refused.reasons)
+    assert aliases(cfg, root=tmp_path)[CHAMPION] == v1 and len(_registry(cfg)["history"]) == n
+
+    forced = promote(cfg, v2, force=True, root=tmp_path)
+    assert forced.forced and forced.changed and forced.champion_after == v2
+    tags = _tags(cfg.name, v2)
+    assert tags["gate.forced"] == "true" and tags["gate.decision"] == "forced"
+    doc = _registry(cfg)
+    assert doc["latest"]["forced"] is True and doc["champion_version"] == int(v2)
+    assert doc["history"][-1]["reasons"] == list(forced.reasons)
+    assert aliases(cfg, root=tmp_path)[PREVIOUS] == v1
+
+
+def test_promote_unknown_version_fails(make_cfg, logged, tmp_path) -> None:
+    cfg = make_cfg()
+    register_version(cfg, logged.model_uri, GOOD, root=tmp_path)
+    with pytest.raises(RegistryError, match="no version 99"):
+        promote(cfg, 99, root=tmp_path)
+
+
+def test_register_model_checks_inputs_before_logging(
+    mlflow_store, tiny_model_dir, tmp_path, eval_doc
+) -> None:
+    from onethinker.registry import RegistryConfig, register_model
+    from onethinker.registry.gate import ScoresError
+
+    cfg = RegistryConfig(name="never-registered")
+    with pytest.raises(ScoresError, match="models.grpo"):
+        register_model(cfg, tiny_model_dir, eval_doc(0.5, {}, model="sft"), root=tmp_path)
+    with pytest.raises(RegistryError, match="not a saved Hugging Face model folder"):
+        register_model(cfg, tmp_path, eval_doc(0.5, {}), root=tmp_path)
+    with pytest.raises(RegistryError, match="run the evaluate stage first"):
+        register_model(cfg, tiny_model_dir, root=tmp_path)
+    assert aliases(cfg, root=tmp_path) == {}
