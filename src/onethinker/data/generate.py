@@ -21,6 +21,7 @@ from onethinker.data import world as W
 from onethinker.tasks import TaskPair
 
 LETTERS = "ABCDEFGH"
+DIRECTIONS = ("left", "right", "up", "down")
 
 
 @dataclass(frozen=True)
@@ -57,13 +58,15 @@ def _dumps(obj) -> str:
     return json.dumps(obj, separators=(", ", ": "))
 
 
-def _options(rng: np.random.Generator, correct: str, pool: list[str], k: int = 4) -> tuple[list[str], str]:
-    others = [p for p in pool if p != correct]
-    picked = [correct] + [str(x) for x in rng.permutation(others)[: k - 1]]
-    order = rng.permutation(len(picked))
-    shuffled = [picked[i] for i in order]
-    letter = LETTERS[shuffled.index(correct)]
-    return [f"{LETTERS[i]}. {v}" for i, v in enumerate(shuffled)], letter
+def _options(correct: str, pool: list[str]) -> tuple[list[str], str]:
+    """Every candidate as an option, in the pool's fixed order, and the correct letter.
+
+    The embedded world lists all candidates in one canonical order (colours as in ``COLOURS``, directions
+    left/right/up/down), so the option letter is a fixed function of the answer. Shuffled options make
+    the letter depend on reading the option list, a skill a ~1M-parameter model does not pick up within
+    minutes of CPU training; real data keeps whatever order its files have.
+    """
+    return [f"{LETTERS[i]}. {v}" for i, v in enumerate(pool)], LETTERS[pool.index(correct)]
 
 
 def _fmt_num(x: float) -> str:
@@ -91,7 +94,7 @@ def _image_scene(rng, ws: WorldSpec, min_objects: int = 1, unique_colours: bool 
 def mc_image(pair, rng, ws) -> Sample:
     scene, image, _ = _image_scene(rng, ws)
     target = scene.objects[int(rng.integers(len(scene.objects)))]
-    options, letter = _options(rng, target.colour, list(W.COLOURS))
+    options, letter = _options(target.colour, list(W.COLOURS))
     think = f"I see the {target.shape}; it is {target.colour}. {target.colour.capitalize()} is option {letter}."
     return Sample(pair, f"What colour is the {target.shape}?", letter, think, image=image, options=options)
 
@@ -206,7 +209,7 @@ def mc_video(pair, rng, ws) -> Sample:
     scene, frames, _ = _video_scene(rng, ws, moving=True)
     target = scene.objects[int(rng.integers(len(scene.objects)))]
     d = target.direction()
-    options, letter = _options(rng, d, ["left", "right", "up", "down"])
+    options, letter = _options(d, list(DIRECTIONS))
     s, e = _span(target, scene.duration)
     think = f"The {target.name} is visible from {s}s to {e}s and moves {d}. That is option {letter}."
     return Sample(pair, f"In which direction does the {target.shape} move?", letter, think, frames=frames,

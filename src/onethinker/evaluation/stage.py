@@ -3,7 +3,7 @@
 For each model (``base``, ``sft``, ``grpo`` by default) and benchmark file, responses come from the same
 rollout engine as RL (greedy). Each scored sample is appended to a cache keyed by the model's fingerprint,
 so an interrupted evaluation only generates what is missing. Outputs: ``metrics/eval.json`` (DVC metrics),
-per-sample predictions ``reports/eval/<model>.jsonl``, ``reports/eval/accuracy_by_task.csv`` (a DVC plot)
+per-sample predictions ``reports/eval/predictions/<model>.jsonl``, ``reports/eval/accuracy_by_task.csv`` (a DVC plot)
 and PNG plots comparing the models per task; all of it logged to one MLflow run.
 """
 
@@ -190,7 +190,9 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
                                            decoder, progress)
             summary["seconds"] = round(time.perf_counter() - t_model, 2)
             result["models"][name] = summary
-            (reports / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            pred_dir = reports / "predictions"
+            pred_dir.mkdir(parents=True, exist_ok=True)
+            (pred_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             if run is not None:
                 import mlflow
 
