@@ -61,3 +61,15 @@ bench: install
 
 clean:
 	rm -rf data models reports metrics/*.json .cache
+
+# Local stack on 127.0.0.1: MLflow (mlflow/serve.sh, the repo's SQLite store) and Prefect servers, plus one
+# Prefect process worker per pool (cpu, gpu). PIDs and logs in .serve/; `make stop` stops exactly those.
+.PHONY: serve stop
+MLFLOW_PORT ?= 5000
+PREFECT_PORT ?= 4200
+
+serve: install
+	$(PY) -m flows.serve start --mlflow-port $(MLFLOW_PORT) --prefect-port $(PREFECT_PORT)
+
+stop:
+	@if [ -x $(PY) ]; then $(PY) -m flows.serve stop; else echo "nothing to stop (no $(VENV))"; fi

@@ -1,0 +1,172 @@
+"""Helpers of the integration tests: REST clients for the stack, smoke copies of the repository, deploying.
+
+Imported by ``conftest.py`` and the tests (pytest puts this folder on ``sys.path``).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+REPO = Path(__file__).resolve().parents[2]
+
+SMOKE = Path(__file__).with_name("params.smoke.yaml")
+FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
+BIN = Path(sys.executable).parent
+
+
+@dataclass
+class Stack:
+    prefect_api: str
+    mlflow_url: str
+    prefect_home: Path
+    state_dir: Path
+    startup_s: dict[str, float]
+
+    def env(self, **extra: str) -> dict[str, str]:
+        """Environment for a ``prefect`` command against this stack."""
+        env = dict(os.environ)
+        env.update(
+            {
+                "PREFECT_API_URL": self.prefect_api,
+                "PREFECT_HOME": str(self.prefect_home),
+                "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
+                "MLFLOW_TRACKING_URI": self.mlflow_url,
+                "PATH": f"{BIN}{os.pathsep}{env.get('PATH', '')}",
+            }
+        )
+        env.update(extra)
+        return env
+
+    # -- Prefect REST API -------------------------------------------------------------------------
+
+    def api(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        return http_json(method, f"{self.prefect_api}{path}", body)
+
+    def deployments(self) -> dict[str, dict[str, Any]]:
+        """``flow-name/deployment-name`` -> deployment."""
+        flows = {f["id"]: f["name"] for f in self.api("POST", "/flows/filter", {})}
+        return {f"{flows[d['flow_id']]}/{d['name']}": d for d in self.api("POST", "/deployments/filter", {})}
+
+    def run_deployment(self, name: str, parameters: Mapping[str, Any]) -> str:
+        """Create a flow run of ``name`` through the API (a worker picks it up); returns its id."""
+        dep = self.deployments()[name]
+        run = self.api("POST", f"/deployments/{dep['id']}/create_flow_run", {"parameters": dict(parameters)})
+        return str(run["id"])
+
+    def wait_flow_run(self, run_id: str, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            run = self.api("GET", f"/flow_runs/{run_id}")
+            if run["state"]["type"] in FINAL_STATES:
+                return run
+            if time.monotonic() > deadline:
+                raise AssertionError(f"flow run {run_id} still {run['state']['type']} after {timeout:.0f}s")
+            time.sleep(2)
+
+    def child_flow_runs(self, parent_id: str) -> list[dict[str, Any]]:
+        """Flow runs started by ``parent_id`` (``run_deployment`` links them through a parent task run)."""
+        task_runs = self.api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": [parent_id]}}})
+        ids = [t["id"] for t in task_runs]
+        if not ids:
+            return []
+        return self.api("POST", "/flow_runs/filter", {"flow_runs": {"parent_task_run_id": {"any_": ids}}})
+
+    def task_runs(self, flow_run_ids: list[str]) -> list[dict[str, Any]]:
+        return self.api("POST", "/task_runs/filter", {"flow_runs": {"id": {"any_": flow_run_ids}}})
+
+    def artifacts(self, flow_run_ids: list[str]) -> list[dict[str, Any]]:
+        return self.api("POST", "/artifacts/filter", {"artifacts": {"flow_run_id": {"any_": flow_run_ids}}})
+
+    # -- MLflow REST API --------------------------------------------------------------------------
+
+    def mlflow(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
+        return http_json(method, f"{self.mlflow_url}/api/2.0/mlflow{path}", body)
+
+
+def http_json(method: str, url: str, body: Mapping[str, Any] | None = None, timeout: float = 60.0) -> Any:
+    """A JSON request; 503/429 (a busy SQLite-backed server) are retried for up to ~2 minutes, as Prefect's
+    own client does."""
+    data = json.dumps(body).encode() if body is not None else None
+    for attempt in range(8):
+        req = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback only
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 503) or attempt == 7:
+                raise
+            time.sleep(min(2**attempt, 30))
+    raise AssertionError("unreachable")
+
+
+def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    out = dict(base)
+    for key, value in overrides.items():
+        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
+            out[key] = deep_merge(out[key], value)
+        else:
+            out[key] = value
+    return out
+
+
+def merge_params(params: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
+    """Deep-merge ``{section: {...}}`` into params; sections params.yaml does not have are skipped (their
+    stage has not landed yet, and the config loader rejects unknown sections)."""
+    out = dict(params)
+    for section, values in overrides.items():
+        if isinstance(out.get(section), Mapping) and isinstance(values, Mapping):
+            out[section] = deep_merge(out[section], values)
+    return out
+
+
+def copy_worktree(src: Path, dst: Path) -> None:
+    """Tracked and untracked-but-not-ignored files of ``src`` (its git view of the working tree)."""
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=src, check=True, capture_output=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
+    for rel in filter(None, files):
+        source = src / rel
+        if source.is_file():
+            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy2(source, dst / rel)
+
+
+def git(cwd: Path, *args: str) -> None:
+    subprocess.run(["git", *args], cwd=cwd, check=True, capture_output=True)
+
+
+def deploy_all(stack: Stack, root: Path) -> subprocess.CompletedProcess[str]:
+    """``prefect deploy --all`` in ``root`` (its prefect.yaml); the pull step records ``root``."""
+    proc = subprocess.run(
+        [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
+        cwd=root,
+        env=stack.env(PWD=str(root)),
+        capture_output=True,
+        text=True,
+        timeout=180,
+    )
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return proc
+
+
+def dvc_stage_names(root: Path) -> list[str]:
+    return list((yaml.safe_load((root / "dvc.yaml").read_text()).get("stages") or {}).keys())
