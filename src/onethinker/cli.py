@@ -225,7 +225,8 @@ def promote(
     set_: SetOpt = None,
 ) -> None:
     """Promote a version to champion by hand; refused when it fails the gate unless --force."""
-    from onethinker.registry import format_result, promote as promote_version
+    from onethinker.registry import format_result
+    from onethinker.registry import promote as promote_version
 
     p = _load(params, set_)
     result = promote_version(p.register, version, force=force)
@@ -237,7 +238,8 @@ def promote(
 @app.command()
 def rollback(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Give the champion alias back to the previous champion."""
-    from onethinker.registry import RegistryError, format_result, rollback as rollback_champion
+    from onethinker.registry import RegistryError, format_result
+    from onethinker.registry import rollback as rollback_champion
 
     p = _load(params, set_)
     try:

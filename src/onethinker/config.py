@@ -128,7 +128,8 @@ def to_dict(obj: Any) -> Any:
     return obj
 
 
-def _require(cond: bool, key: str, message: str) -> None:
+def require(cond: bool, key: str, message: str) -> None:
+    """Raise ConfigError naming ``key`` unless ``cond`` holds (the check every stage config uses)."""
     if not cond:
         raise ConfigError(f"{key}: {message}")
 
@@ -145,7 +146,7 @@ class DataConfig:
     """Folder holding ``train/``, ``eval/`` and ``media/``."""
 
     def validate(self, key: str) -> None:
-        _require(bool(self.root), f"{key}.root", "must not be empty")
+        require(bool(self.root), f"{key}.root", "must not be empty")
 
     @property
     def media_root(self) -> Path:
@@ -172,10 +173,10 @@ class VideoWorldConfig:
     """Objects appear/disappear on this time grid (keep it a multiple of 1/media.video_fps)."""
 
     def validate(self, key: str) -> None:
-        _require(self.duration_s >= 2.0, f"{key}.duration_s", "must be at least 2 seconds")
-        _require(1 <= self.fps <= 60, f"{key}.fps", "must be in 1..60")
-        _require(self.event_step_s > 0, f"{key}.event_step_s", "must be positive")
-        _require(
+        require(self.duration_s >= 2.0, f"{key}.duration_s", "must be at least 2 seconds")
+        require(1 <= self.fps <= 60, f"{key}.fps", "must be in 1..60")
+        require(self.event_step_s > 0, f"{key}.event_step_s", "must be positive")
+        require(
             abs(round(self.event_step_s * self.fps) - self.event_step_s * self.fps) < 1e-9,
             f"{key}.event_step_s",
             "must be a whole number of frames (event_step_s * fps an integer)",
@@ -217,14 +218,14 @@ class PrepareConfig:
     onethinker: OneThinkerSourceConfig = field(default_factory=OneThinkerSourceConfig)
 
     def validate(self, key: str) -> None:
-        _require(self.train_per_task >= 1, f"{key}.train_per_task", "must be >= 1")
-        _require(self.eval_per_task >= 1, f"{key}.eval_per_task", "must be >= 1")
-        _require(0.0 < self.sft_fraction <= 1.0, f"{key}.sft_fraction", "must be in (0, 1]")
-        _require(32 <= self.image_size <= 1024, f"{key}.image_size", "must be in 32..1024")
-        _require(1 <= self.max_objects <= 6, f"{key}.max_objects", "must be in 1..6")
+        require(self.train_per_task >= 1, f"{key}.train_per_task", "must be >= 1")
+        require(self.eval_per_task >= 1, f"{key}.eval_per_task", "must be >= 1")
+        require(0.0 < self.sft_fraction <= 1.0, f"{key}.sft_fraction", "must be in (0, 1]")
+        require(32 <= self.image_size <= 1024, f"{key}.image_size", "must be in 32..1024")
+        require(1 <= self.max_objects <= 6, f"{key}.max_objects", "must be in 1..6")
         if self.source == "onethinker":
-            _require(self.onethinker.rl is not None, f"{key}.onethinker.rl", "required when source is onethinker")
-            _require(
+            require(self.onethinker.rl is not None, f"{key}.onethinker.rl", "required when source is onethinker")
+            require(
                 self.onethinker.media_root is not None,
                 f"{key}.onethinker.media_root",
                 "required when source is onethinker",
@@ -244,12 +245,12 @@ class MediaConfig:
     video_max_frames: int = 128
 
     def validate(self, key: str) -> None:
-        _require(0 < self.image_min_pixels <= self.image_max_pixels, f"{key}.image_min_pixels",
+        require(0 < self.image_min_pixels <= self.image_max_pixels, f"{key}.image_min_pixels",
                  "must be positive and <= image_max_pixels")
-        _require(0 < self.video_min_pixels <= self.video_max_pixels, f"{key}.video_min_pixels",
+        require(0 < self.video_min_pixels <= self.video_max_pixels, f"{key}.video_min_pixels",
                  "must be positive and <= video_max_pixels")
-        _require(self.video_fps > 0, f"{key}.video_fps", "must be positive")
-        _require(self.video_max_frames >= 2, f"{key}.video_max_frames", "must be >= 2")
+        require(self.video_fps > 0, f"{key}.video_fps", "must be positive")
+        require(self.video_max_frames >= 2, f"{key}.video_max_frames", "must be >= 2")
 
 
 @dataclass(frozen=True)
@@ -271,7 +272,7 @@ class ValidateConfig:
     """Failures printed to the terminal (all of them go to the JSON summary and HTML report)."""
 
     def validate(self, key: str) -> None:
-        _require(self.max_failures_shown >= 1, f"{key}.max_failures_shown", "must be >= 1")
+        require(self.max_failures_shown >= 1, f"{key}.max_failures_shown", "must be >= 1")
 
 
 # section name -> dataclass; later stages register theirs.

@@ -18,6 +18,7 @@ Coordinates come in Qwen3-VL's 0-1000 grid and are scaled to pixels here.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Sequence
 from typing import Protocol
 
@@ -61,11 +62,10 @@ class GrabCutDecoder:
             return np.zeros(seed.shape, dtype=bool)
         mask = seed.copy()
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
-        try:
+        # degenerate seeds (e.g. no background sample) raise: keep the seeds' own labels then
+        with contextlib.suppress(cv2.error):
             cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), mask, None, bgd, fgd, self.iterations,
                         cv2.GC_INIT_WITH_MASK)
-        except cv2.error:  # degenerate seeds (e.g. no background sample): keep the seeds' own labels
-            pass
         return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
 
     def _seed(self, shape: tuple[int, int], box_px, positive_px, negative_px) -> np.ndarray:

@@ -14,12 +14,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field
 
-from onethinker.config import ConfigError
-
-
-def _require(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {message}")
+from onethinker.config import require
 
 
 @dataclass(frozen=True)
@@ -57,19 +52,19 @@ class TextConfig:
             "head_dim",
             "max_position_embeddings",
         ):
-            _require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
-        _require(
+            require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+        require(
             self.num_attention_heads % self.num_key_value_heads == 0,
             f"{key}.num_key_value_heads",
             f"must divide num_attention_heads ({self.num_attention_heads})",
         )
-        _require(
+        require(
             self.head_dim % 2 == 0 and self.head_dim >= 6,
             f"{key}.head_dim",
             "must be even and >= 6 (M-RoPE needs a time, a height and a width section)",
         )
-        _require(self.rope_theta > 0, f"{key}.rope_theta", "must be positive")
-        _require(0 < self.rms_norm_eps < 1, f"{key}.rms_norm_eps", "must be in (0, 1)")
+        require(self.rope_theta > 0, f"{key}.rope_theta", "must be positive")
+        require(0 < self.rms_norm_eps < 1, f"{key}.rms_norm_eps", "must be in (0, 1)")
 
     @property
     def mrope_section(self) -> list[int]:
@@ -113,31 +108,31 @@ class VisionConfig:
             "temporal_patch_size",
             "num_position_embeddings",
         ):
-            _require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
-        _require(
+            require(getattr(self, name) >= 1, f"{key}.{name}", "must be >= 1")
+        require(
             self.hidden_size % self.num_heads == 0,
             f"{key}.num_heads",
             f"must divide hidden_size ({self.hidden_size})",
         )
         head = self.hidden_size // self.num_heads
-        _require(
+        require(
             head % 4 == 0,
             f"{key}.num_heads",
             f"hidden_size / num_heads = {head} must be a multiple of 4 (2-D rotary embedding)",
         )
         side = math.isqrt(self.num_position_embeddings)
-        _require(
+        require(
             side * side == self.num_position_embeddings,
             f"{key}.num_position_embeddings",
             "must be a perfect square (a square grid of positions)",
         )
-        _require(
+        require(
             len(set(self.deepstack_visual_indexes)) == len(self.deepstack_visual_indexes),
             f"{key}.deepstack_visual_indexes",
             "must not repeat an index",
         )
         for i, idx in enumerate(self.deepstack_visual_indexes):
-            _require(
+            require(
                 0 <= idx < self.depth,
                 f"{key}.deepstack_visual_indexes[{i}]",
                 f"{idx} is not a vision block (depth is {self.depth})",
@@ -172,36 +167,36 @@ class BaseModelConfig:
 
     def validate(self, key: str) -> None:
         if self.name_or_path is not None:
-            _require(bool(self.name_or_path.strip()), f"{key}.name_or_path", "must not be empty (use null)")
-        _require(
+            require(bool(self.name_or_path.strip()), f"{key}.name_or_path", "must not be empty (use null)")
+        require(
             self.vocab_size >= 512,
             f"{key}.vocab_size",
             "must be >= 512 (256 byte tokens, the special tokens and some merges)",
         )
         self.text.validate(f"{key}.text")
         self.vision.validate(f"{key}.vision")
-        _require(
+        require(
             len(self.vision.deepstack_visual_indexes) <= self.text.num_hidden_layers,
             f"{key}.vision.deepstack_visual_indexes",
             f"at most text.num_hidden_layers ({self.text.num_hidden_layers}) entries: each feeds one layer",
         )
         token = self.merge_factor**2
-        _require(
+        require(
             0 < self.image_min_pixels <= self.image_max_pixels,
             f"{key}.image_min_pixels",
             "must be positive and <= image_max_pixels",
         )
-        _require(
+        require(
             self.image_max_pixels >= token,
             f"{key}.image_max_pixels",
             f"must be >= one visual token ((patch_size * spatial_merge_size)^2 = {token} pixels)",
         )
-        _require(
+        require(
             0 < self.video_min_pixels <= self.video_max_pixels,
             f"{key}.video_min_pixels",
             "must be positive and <= video_max_pixels",
         )
-        _require(
+        require(
             self.video_max_pixels >= token,
             f"{key}.video_max_pixels",
             f"must be >= one visual token ((patch_size * spatial_merge_size)^2 = {token} pixels)",

@@ -8,14 +8,10 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from onethinker.config import ConfigError
+from onethinker.config import require
 
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
-
-def _require(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {message}")
 
 
 @dataclass(frozen=True)
@@ -28,8 +24,8 @@ class FloorsConfig:
     """Minimum ``format_rate`` (share of well-formed ``<think>…</think><answer>…</answer>`` replies)."""
 
     def validate(self, key: str) -> None:
-        _require(0.0 <= self.mean_accuracy <= 1.0, f"{key}.mean_accuracy", "must be in [0, 1]")
-        _require(0.0 <= self.format_rate <= 1.0, f"{key}.format_rate", "must be in [0, 1]")
+        require(0.0 <= self.mean_accuracy <= 1.0, f"{key}.mean_accuracy", "must be in [0, 1]")
+        require(0.0 <= self.format_rate <= 1.0, f"{key}.format_rate", "must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -45,8 +41,8 @@ class GateConfig:
     """Used instead of the comparison when there is no champion (or the champion carries no scores)."""
 
     def validate(self, key: str) -> None:
-        _require(0.0 <= self.margin < 1.0, f"{key}.margin", "must be in [0, 1)")
-        _require(0.0 <= self.task_tolerance <= 1.0, f"{key}.task_tolerance", "must be in [0, 1]")
+        require(0.0 <= self.margin < 1.0, f"{key}.margin", "must be in [0, 1)")
+        require(0.0 <= self.task_tolerance <= 1.0, f"{key}.task_tolerance", "must be in [0, 1]")
 
 
 @dataclass(frozen=True)
@@ -74,13 +70,13 @@ class RegistryConfig:
     gate: GateConfig = field(default_factory=GateConfig)
 
     def validate(self, key: str) -> None:
-        _require(
+        require(
             bool(_NAME_OK.match(self.name)),
             f"{key}.name",
             f"{self.name!r} is not a valid registered model name (letters, digits, _ . -)",
         )
-        _require(bool(self.model.strip()), f"{key}.model", "must not be empty")
-        _require(bool(self.model_dir.strip()), f"{key}.model_dir", "must not be empty")
-        _require(bool(self.eval_metrics.strip()), f"{key}.eval_metrics", "must not be empty")
-        _require(bool(self.registry_file.strip()), f"{key}.registry_file", "must not be empty")
-        _require(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")
+        require(bool(self.model.strip()), f"{key}.model", "must not be empty")
+        require(bool(self.model_dir.strip()), f"{key}.model_dir", "must not be empty")
+        require(bool(self.eval_metrics.strip()), f"{key}.eval_metrics", "must not be empty")
+        require(bool(self.registry_file.strip()), f"{key}.registry_file", "must not be empty")
+        require(self.max_new_tokens >= 1, f"{key}.max_new_tokens", "must be >= 1")

@@ -52,7 +52,7 @@ from typing import Any, Literal
 
 import torch
 
-from onethinker.config import ConfigError
+from onethinker.config import require
 
 Estimator = Literal["grpo", "dr_grpo", "ema_grpo"]
 ESTIMATORS: tuple[str, ...] = ("grpo", "dr_grpo", "ema_grpo")
@@ -61,10 +61,6 @@ TaskMomentSums = dict[str, tuple[float, float, int]]
 """Per task key: (sum of scores, sum of squared scores, number of scores)."""
 MomentReducer = Callable[[TaskMomentSums], TaskMomentSums]
 
-
-def _require(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {message}")
 
 
 @dataclass(frozen=True)
@@ -84,11 +80,11 @@ class AdvantageConfig:
     """ema_grpo only: a group with any |advantage| above this falls back to its own population std."""
 
     def validate(self, key: str) -> None:
-        _require(self.estimator in ESTIMATORS, f"{key}.estimator", f"must be one of {list(ESTIMATORS)}")
-        _require(0.0 <= self.ema_decay < 1.0, f"{key}.ema_decay", "must be in [0, 1)")
-        _require(math.isfinite(self.min_std) and self.min_std > 0, f"{key}.min_std", "must be positive")
-        _require(math.isfinite(self.eps) and self.eps >= 0, f"{key}.eps", "must be >= 0 and finite")
-        _require(
+        require(self.estimator in ESTIMATORS, f"{key}.estimator", f"must be one of {list(ESTIMATORS)}")
+        require(0.0 <= self.ema_decay < 1.0, f"{key}.ema_decay", "must be in [0, 1)")
+        require(math.isfinite(self.min_std) and self.min_std > 0, f"{key}.min_std", "must be positive")
+        require(math.isfinite(self.eps) and self.eps >= 0, f"{key}.eps", "must be >= 0 and finite")
+        require(
             self.guard > 0 and not math.isnan(self.guard), f"{key}.guard", "must be positive (.inf disables)"
         )
 

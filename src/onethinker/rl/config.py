@@ -5,15 +5,11 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from onethinker.config import ConfigError
+from onethinker.config import require
 from onethinker.rl.advantages import AdvantageConfig
 
 Switch = Literal["auto", "on", "off"]
 
-
-def _require(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {message}")
 
 
 @dataclass(frozen=True)
@@ -76,22 +72,22 @@ class GRPOConfig:
     log_mlflow: bool = True
 
     def validate(self, key: str) -> None:
-        _require(self.steps >= 1, f"{key}.steps", "must be >= 1")
-        _require(self.n >= 2, f"{key}.n", "a group needs at least 2 completions")
-        _require(self.rollout_batch_size >= 1, f"{key}.rollout_batch_size", "must be >= 1")
-        _require(1 <= self.global_batch_size <= self.rollout_batch_size, f"{key}.global_batch_size",
+        require(self.steps >= 1, f"{key}.steps", "must be >= 1")
+        require(self.n >= 2, f"{key}.n", "a group needs at least 2 completions")
+        require(self.rollout_batch_size >= 1, f"{key}.rollout_batch_size", "must be >= 1")
+        require(1 <= self.global_batch_size <= self.rollout_batch_size, f"{key}.global_batch_size",
                  "must be in 1..rollout_batch_size")
-        _require(self.micro_batch_size >= 1, f"{key}.micro_batch_size", "must be >= 1")
-        _require(self.ppo_epochs >= 1, f"{key}.ppo_epochs", "must be >= 1")
-        _require(self.temperature > 0, f"{key}.temperature", "must be positive")
-        _require(0 < self.top_p <= 1, f"{key}.top_p", "must be in (0, 1]")
-        _require(self.max_response_length >= 1, f"{key}.max_response_length", "must be >= 1")
-        _require(0 < self.lr < 1, f"{key}.lr", "must be in (0, 1)")
-        _require(0 <= self.clip_low < 1, f"{key}.clip_low", "must be in [0, 1)")
-        _require(self.clip_high >= 0, f"{key}.clip_high", "must be >= 0")
-        _require(self.kl_coef >= 0, f"{key}.kl_coef", "must be >= 0")
-        _require(0 <= self.filter_low < self.filter_high <= 1, f"{key}.filter_low",
+        require(self.micro_batch_size >= 1, f"{key}.micro_batch_size", "must be >= 1")
+        require(self.ppo_epochs >= 1, f"{key}.ppo_epochs", "must be >= 1")
+        require(self.temperature > 0, f"{key}.temperature", "must be positive")
+        require(0 < self.top_p <= 1, f"{key}.top_p", "must be in (0, 1]")
+        require(self.max_response_length >= 1, f"{key}.max_response_length", "must be >= 1")
+        require(0 < self.lr < 1, f"{key}.lr", "must be in (0, 1)")
+        require(0 <= self.clip_low < 1, f"{key}.clip_low", "must be in [0, 1)")
+        require(self.clip_high >= 0, f"{key}.clip_high", "must be >= 0")
+        require(self.kl_coef >= 0, f"{key}.kl_coef", "must be >= 0")
+        require(0 <= self.filter_low < self.filter_high <= 1, f"{key}.filter_low",
                  "need 0 <= filter_low < filter_high <= 1")
-        _require(self.max_filter_retries >= 0, f"{key}.max_filter_retries", "must be >= 0")
-        _require(self.save_every >= 1, f"{key}.save_every", "must be >= 1")
-        _require(self.rollout_table_every >= 1, f"{key}.rollout_table_every", "must be >= 1")
+        require(self.max_filter_retries >= 0, f"{key}.max_filter_retries", "must be >= 0")
+        require(self.save_every >= 1, f"{key}.save_every", "must be >= 1")
+        require(self.rollout_table_every >= 1, f"{key}.rollout_table_every", "must be >= 1")

@@ -5,14 +5,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from onethinker.config import ConfigError
+from onethinker.config import require
 
 Switch = Literal["auto", "on", "off"]
 
-
-def _require(cond: bool, key: str, message: str) -> None:
-    if not cond:
-        raise ConfigError(f"{key}: {message}")
 
 
 @dataclass(frozen=True)
@@ -64,16 +60,16 @@ class SFTConfig:
     log_mlflow: bool = True
 
     def validate(self, key: str) -> None:
-        _require(self.epochs > 0, f"{key}.epochs", "must be positive")
-        _require(self.max_steps is None or self.max_steps >= 1, f"{key}.max_steps", "must be >= 1 or null")
-        _require(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
-        _require(self.grad_accum >= 1, f"{key}.grad_accum", "must be >= 1")
-        _require(0 < self.lr < 1, f"{key}.lr", "must be in (0, 1)")
-        _require(0 <= self.warmup_ratio < 1, f"{key}.warmup_ratio", "must be in [0, 1)")
-        _require(0 <= self.min_lr_ratio <= 1, f"{key}.min_lr_ratio", "must be in [0, 1]")
-        _require(self.max_grad_norm > 0, f"{key}.max_grad_norm", "must be positive")
-        _require(self.cutoff_len >= 16, f"{key}.cutoff_len", "must be >= 16")
-        _require(self.log_every >= 1, f"{key}.log_every", "must be >= 1")
-        _require(self.save_every >= 1, f"{key}.save_every", "must be >= 1")
-        _require(self.keep_checkpoints >= 1, f"{key}.keep_checkpoints", "must be >= 1")
-        _require(self.heldout_per_task >= 0, f"{key}.heldout_per_task", "must be >= 0")
+        require(self.epochs > 0, f"{key}.epochs", "must be positive")
+        require(self.max_steps is None or self.max_steps >= 1, f"{key}.max_steps", "must be >= 1 or null")
+        require(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
+        require(self.grad_accum >= 1, f"{key}.grad_accum", "must be >= 1")
+        require(0 < self.lr < 1, f"{key}.lr", "must be in (0, 1)")
+        require(0 <= self.warmup_ratio < 1, f"{key}.warmup_ratio", "must be in [0, 1)")
+        require(0 <= self.min_lr_ratio <= 1, f"{key}.min_lr_ratio", "must be in [0, 1]")
+        require(self.max_grad_norm > 0, f"{key}.max_grad_norm", "must be positive")
+        require(self.cutoff_len >= 16, f"{key}.cutoff_len", "must be >= 16")
+        require(self.log_every >= 1, f"{key}.log_every", "must be >= 1")
+        require(self.save_every >= 1, f"{key}.save_every", "must be >= 1")
+        require(self.keep_checkpoints >= 1, f"{key}.keep_checkpoints", "must be >= 1")
+        require(self.heldout_per_task >= 0, f"{key}.heldout_per_task", "must be >= 0")
