@@ -21,13 +21,15 @@ export XDG_CACHE_HOME := $(CURDIR)/.cache
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install pipeline test test-slow lint format bench clean
+.PHONY: help install pipeline test test-slow test-ci lint format bench clean
 
 help:
 	@echo "make pipeline   run the whole pipeline (dvc repro) on the embedded default"
 	@echo "make test       run the test suite (fast set; 'make test-slow' adds the slow checks)"
 	@echo "make lint       ruff check + format check"
 	@echo "make bench      run the benchmarks and print their figures"
+	@echo "make serve      MLflow + Prefect servers on 127.0.0.1 and a worker per pool; 'make stop' stops them"
+	@echo "make test-ci    what .ci/run runs: make test plus the slow Prefect end-to-end integration test"
 
 # torch first, pinned to the local CPU wheel, so no dependency pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -48,6 +50,9 @@ test: install
 test-slow: install
 	$(PY) -m pytest -m "slow or not slow"
 
+test-ci: test
+	$(PY) -m pytest -m slow tests/integration
+
 lint: install
 	$(VENV)/bin/ruff check src tests flows
 	$(VENV)/bin/ruff format --check src tests flows
@@ -60,7 +65,7 @@ bench: install
 	$(PY) tests/benchmarks/bench_rewards.py
 
 clean:
-	rm -rf data models reports metrics/*.json .cache
+	rm -rf data models reports checkpoints metrics/*.json .cache
 
 # Local stack on 127.0.0.1: MLflow (mlflow/serve.sh, the repo's SQLite store) and Prefect servers, plus one
 # Prefect process worker per pool (cpu, gpu). PIDs and logs in .serve/; `make stop` stops exactly those.

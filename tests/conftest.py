@@ -40,14 +40,21 @@ def fixtures_dir() -> Path:
 
 # A tiny prepared data set and a base model built from the default config, shared by model and RL tests.
 
+
 @pytest.fixture(scope="session")
 def tiny_data(tmp_path_factory) -> dict:
     from onethinker.data.prepare import prepare_synthetic
 
     root = tmp_path_factory.mktemp("tiny") / "data"
-    result = prepare_synthetic(PrepareConfig(train_per_task=2, eval_per_task=1), DataConfig(root=str(root)), "compact")
-    return {"root": root, "media_root": root / "media", "train_files": [str(p) for p in result.train_files],
-            "eval_files": [str(p) for p in result.eval_files]}
+    result = prepare_synthetic(
+        PrepareConfig(train_per_task=2, eval_per_task=1), DataConfig(root=str(root)), "compact"
+    )
+    return {
+        "root": root,
+        "media_root": root / "media",
+        "train_files": [str(p) for p in result.train_files],
+        "eval_files": [str(p) for p in result.eval_files],
+    }
 
 
 @pytest.fixture(scope="session")

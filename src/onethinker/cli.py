@@ -76,24 +76,36 @@ def prepare(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> Non
     if p.prepare.source == "synthetic":
         total = (p.prepare.train_per_task + p.prepare.eval_per_task) * len(TASK_PAIRS)
         with tqdm(total=total, desc="prepare", unit="sample", disable=None) as bar:
-            result = prepare_synthetic(p.prepare, p.data, p.prompt.style, progress=lambda _l, n: bar.update(n))
+            result = prepare_synthetic(
+                p.prepare, p.data, p.prompt.style, progress=lambda _l, n: bar.update(n)
+            )
     else:
         result = prepare_onethinker(p.prepare, p.data)
     seconds = time.perf_counter() - t0
     counts = counts_per_task(result)
     _write_metrics(
         Path("metrics/prepare.json"),
-        {"seconds": round(seconds, 2), "peak_rss_mb": round(_peak_rss_mb(), 1), "counts": counts,
-         "totals": {k: sum(v.values()) for k, v in counts.items()}},
+        {
+            "seconds": round(seconds, 2),
+            "peak_rss_mb": round(_peak_rss_mb(), 1),
+            "counts": counts,
+            "totals": {k: sum(v.values()) for k, v in counts.items()},
+        },
     )
-    typer.echo(f"prepared {sum(counts['train'].values())} train / {sum(counts['eval'].values())} eval samples "
-               f"in {seconds:.1f}s under {p.data.root}/")
+    typer.echo(
+        f"prepared {sum(counts['train'].values())} train / {sum(counts['eval'].values())} eval samples "
+        f"in {seconds:.1f}s under {p.data.root}/"
+    )
 
 
 @app.command()
 def validate(
-    path: Annotated[Path | None, typer.Argument(help="Validate one OneThinker-format file instead of the dataset.")] = None,
-    media_root: Annotated[Path | None, typer.Option(help="Media root for PATH's relative media paths.")] = None,
+    path: Annotated[
+        Path | None, typer.Argument(help="Validate one OneThinker-format file instead of the dataset.")
+    ] = None,
+    media_root: Annotated[
+        Path | None, typer.Option(help="Media root for PATH's relative media paths.")
+    ] = None,
     kind: Annotated[str | None, typer.Option(help="rl, sft or eval (inferred when omitted).")] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
@@ -106,7 +118,9 @@ def validate(
     cfg = p.validate
     t0 = time.perf_counter()
     if path is not None:
-        report = validate_file(path, kind=kind, media_root=media_root or path.parent, check_media=cfg.check_media)
+        report = validate_file(
+            path, kind=kind, media_root=media_root or path.parent, check_media=cfg.check_media
+        )
     else:
         try:
             manifest = read_manifest(p.data)
@@ -127,10 +141,15 @@ def validate(
     for failure in failures[: cfg.max_failures_shown]:
         typer.secho(str(failure), fg="red", err=True)
     if len(failures) > cfg.max_failures_shown:
-        typer.secho(f"... and {len(failures) - cfg.max_failures_shown} more (see {out_dir}/summary.json)",
-                    fg="red", err=True)
+        typer.secho(
+            f"... and {len(failures) - cfg.max_failures_shown} more (see {out_dir}/summary.json)",
+            fg="red",
+            err=True,
+        )
     status = "FAILED" if failures else "passed"
-    typer.echo(f"validation {status}: {len(failures)} failure(s) in {seconds:.1f}s; report: {out_dir}/index.html")
+    typer.echo(
+        f"validation {status}: {len(failures)} failure(s) in {seconds:.1f}s; report: {out_dir}/index.html"
+    )
     if failures:
         raise typer.Exit(1)
 
@@ -154,8 +173,11 @@ def _training_corpus(p) -> list[str]:
 
 
 @app.command("base-model")
-def base_model(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None,
-               out: Annotated[Path, typer.Option(help="Output folder.")] = Path("models/base")) -> None:
+def base_model(
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("models/base"),
+) -> None:
     """Build the tiny Qwen3-VL (tokenizer trained offline on the corpus) or load base_model.name_or_path."""
     from onethinker.modeling import build_base_model, count_parameters, load_model
 
@@ -165,8 +187,10 @@ def base_model(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None,
     build_base_model(p.base_model, corpus, out)
     n = count_parameters(load_model(out))
     seconds = time.perf_counter() - t0
-    _write_metrics(Path("metrics/base_model.json"), {"parameters": n, "seconds": round(seconds, 2),
-                                                     "source": p.base_model.name_or_path or "built"})
+    _write_metrics(
+        Path("metrics/base_model.json"),
+        {"parameters": n, "seconds": round(seconds, 2), "source": p.base_model.name_or_path or "built"},
+    )
     typer.echo(f"base model with {n:,} parameters written to {out}/ in {seconds:.1f}s")
 
 
@@ -178,9 +202,11 @@ def sft(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     p = _load(params, set_)
     summary = run_sft_stage(p)
     held = summary.get("heldout", {})
-    typer.echo(f"sft: {summary['steps']} steps in {summary['seconds']:.0f}s, {summary['tokens_per_s']:.0f} tokens/s; "
-               f"held-out format {held.get('format_rate', float('nan')):.2f}, "
-               f"mean accuracy {held.get('mean_accuracy', float('nan')):.3f}")
+    typer.echo(
+        f"sft: {summary['steps']} steps in {summary['seconds']:.0f}s, {summary['tokens_per_s']:.0f} tokens/s; "
+        f"held-out format {held.get('format_rate', float('nan')):.2f}, "
+        f"mean accuracy {held.get('mean_accuracy', float('nan')):.3f}"
+    )
 
 
 @app.command()
@@ -192,8 +218,10 @@ def grpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     summary = run_grpo_stage(p)
     held = summary.get("heldout", {})
     if held:
-        typer.echo(f"grpo: {summary['steps']} steps in {summary.get('seconds', 0):.0f}s; held-out format "
-                   f"{held.get('format_rate', float('nan')):.2f}, mean accuracy {held.get('mean_accuracy', float('nan')):.3f}")
+        typer.echo(
+            f"grpo: {summary['steps']} steps in {summary.get('seconds', 0):.0f}s; held-out format "
+            f"{held.get('format_rate', float('nan')):.2f}, mean accuracy {held.get('mean_accuracy', float('nan')):.3f}"
+        )
 
 
 @app.command()
@@ -204,8 +232,10 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
     p = _load(params, set_)
     result = run_evaluate_stage(p)
     for name, m in result["models"].items():
-        typer.echo(f"{name:>6}: mean accuracy {m['mean_accuracy']:.3f}, format rate {m['format_rate']:.2f} "
-                   f"({m['n']} samples, {m['seconds']:.0f}s)")
+        typer.echo(
+            f"{name:>6}: mean accuracy {m['mean_accuracy']:.3f}, format rate {m['format_rate']:.2f} "
+            f"({m['n']} samples, {m['seconds']:.0f}s)"
+        )
 
 
 @app.command()
@@ -220,7 +250,9 @@ def register(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
 @app.command()
 def promote(
     version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
-    force: Annotated[bool, typer.Option("--force", help="Override a failing gate (recorded on the version).")] = False,
+    force: Annotated[
+        bool, typer.Option("--force", help="Override a failing gate (recorded on the version).")
+    ] = False,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:

@@ -224,7 +224,9 @@ class PrepareConfig:
         require(32 <= self.image_size <= 1024, f"{key}.image_size", "must be in 32..1024")
         require(1 <= self.max_objects <= 6, f"{key}.max_objects", "must be in 1..6")
         if self.source == "onethinker":
-            require(self.onethinker.rl is not None, f"{key}.onethinker.rl", "required when source is onethinker")
+            require(
+                self.onethinker.rl is not None, f"{key}.onethinker.rl", "required when source is onethinker"
+            )
             require(
                 self.onethinker.media_root is not None,
                 f"{key}.onethinker.media_root",
@@ -245,10 +247,16 @@ class MediaConfig:
     video_max_frames: int = 128
 
     def validate(self, key: str) -> None:
-        require(0 < self.image_min_pixels <= self.image_max_pixels, f"{key}.image_min_pixels",
-                 "must be positive and <= image_max_pixels")
-        require(0 < self.video_min_pixels <= self.video_max_pixels, f"{key}.video_min_pixels",
-                 "must be positive and <= video_max_pixels")
+        require(
+            0 < self.image_min_pixels <= self.image_max_pixels,
+            f"{key}.image_min_pixels",
+            "must be positive and <= image_max_pixels",
+        )
+        require(
+            0 < self.video_min_pixels <= self.video_max_pixels,
+            f"{key}.video_min_pixels",
+            "must be positive and <= video_max_pixels",
+        )
         require(self.video_fps > 0, f"{key}.video_fps", "must be positive")
         require(self.video_max_frames >= 2, f"{key}.video_max_frames", "must be >= 2")
 

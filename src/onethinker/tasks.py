@@ -99,9 +99,7 @@ class TaskPair:
         return _ANSWER_KIND[self.problem_type]
 
 
-TASK_PAIRS: tuple[TaskPair, ...] = tuple(
-    TaskPair(pt, dt) for pt in PROBLEM_TYPES for dt in _MODALITIES[pt]
-)
+TASK_PAIRS: tuple[TaskPair, ...] = tuple(TaskPair(pt, dt) for pt in PROBLEM_TYPES for dt in _MODALITIES[pt])
 
 _CANON = {pt.lower(): pt for pt in PROBLEM_TYPES}
 

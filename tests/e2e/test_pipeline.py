@@ -24,8 +24,13 @@ STAGES = ("prepare", "validate", "base_model", "sft", "grpo", "evaluate", "regis
 
 
 def _copy_repo(dest: Path) -> Path:
-    files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True,
-                           check=True).stdout.decode().split("\0")
+    files = (
+        subprocess.run(
+            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
+        )
+        .stdout.decode()
+        .split("\0")
+    )
     for rel in filter(None, files):
         src = REPO / rel
         if src.is_file():
@@ -33,7 +38,9 @@ def _copy_repo(dest: Path) -> Path:
             shutil.copy2(src, dest / rel)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
-    subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], cwd=dest, check=True)
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], cwd=dest, check=True
+    )
     return dest
 
 
@@ -46,9 +53,15 @@ def _merge(base: dict, over: dict) -> dict:
 
 def _env(root: Path) -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}", DVC_SITE_CACHE_DIR=str(root / ".site"),
-               DVC_NO_ANALYTICS="1", MLFLOW_DISABLE_TELEMETRY="true", HF_HUB_OFFLINE="1",
-               HF_DATASETS_CACHE=str(root / ".cache" / "hf"), PYTHONUNBUFFERED="1")
+    env.update(
+        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
+        DVC_SITE_CACHE_DIR=str(root / ".site"),
+        DVC_NO_ANALYTICS="1",
+        MLFLOW_DISABLE_TELEMETRY="true",
+        HF_HUB_OFFLINE="1",
+        HF_DATASETS_CACHE=str(root / ".cache" / "hf"),
+        PYTHONUNBUFFERED="1",
+    )
     env.pop("ONETHINKER_PARENT_RUN_ID", None)
     return env
 
@@ -89,8 +102,14 @@ def test_second_repro_skips_every_stage(pipeline) -> None:
     second = pipeline["second"]
     assert second.returncode == 0, second.stderr[-3000:]
     assert "Running stage" not in second.stdout
-    status = subprocess.run(["dvc", "status"], cwd=pipeline["root"], env=pipeline["env"], capture_output=True,
-                            text=True, timeout=120)
+    status = subprocess.run(
+        ["dvc", "status"],
+        cwd=pipeline["root"],
+        env=pipeline["env"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert "up to date" in status.stdout, status.stdout
 
 
@@ -106,8 +125,14 @@ def test_champion_loads_and_answers(pipeline) -> None:
         " 'problem_type': 'multiple choice'}]);"
         "print(json.dumps(out.to_dict(orient='records')))"
     )
-    proc = subprocess.run([sys.executable, "-c", script], cwd=root, env=pipeline["env"], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root,
+        env=pipeline["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     row = json.loads(proc.stdout.strip().splitlines()[-1])[0]
     assert row["formatted"].startswith("<think>") and "</think><answer>" in row["formatted"]
@@ -120,8 +145,21 @@ def test_validate_rejects_an_injected_bad_record(pipeline) -> None:
     bad = next(r for r in rl if r["problem_type"] == "spatial grounding")
     bad["answer"] = '<answer>{"boxes": [700, 10, 300, 40]}</answer>'
     (root / "bad.json").write_text(json.dumps(rl))
-    proc = subprocess.run(["onethinker", "validate", "bad.json", "--media-root", "data/media", "--set",
-                           "validate.report_dir=reports/bad"], cwd=root, env=pipeline["env"], capture_output=True,
-                          text=True, timeout=300)
+    proc = subprocess.run(
+        [
+            "onethinker",
+            "validate",
+            "bad.json",
+            "--media-root",
+            "data/media",
+            "--set",
+            "validate.report_dir=reports/bad",
+        ],
+        cwd=root,
+        env=pipeline["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert proc.returncode == 1
     assert bad["problem_id"] in proc.stderr and "box_order" in proc.stderr

@@ -15,8 +15,15 @@ from onethinker.evaluation.masks import GrabCutDecoder
 
 
 def _rec(pid, pt, dt, solution, **kw):
-    return {"problem_id": pid, "problem": "q", "problem_type": pt, "data_type": dt,
-            "solution": f"<answer>{solution}</answer>", "path": "x", **kw}
+    return {
+        "problem_id": pid,
+        "problem": "q",
+        "problem_type": pt,
+        "data_type": dt,
+        "solution": f"<answer>{solution}</answer>",
+        "path": "x",
+        **kw,
+    }
 
 
 def _resp(answer: str) -> str:
@@ -31,8 +38,12 @@ def test_known_predictions_give_hand_worked_metrics() -> None:
         _rec(4, "temporal grounding", "video", json.dumps({"time": [1.0, 3.0]})),
         _rec(5, "spatial grounding", "image", json.dumps({"boxes": [0, 0, 100, 100]})),
         _rec(6, "regression", "image", "10"),
-        _rec(7, "tracking", "video", json.dumps({"boxes": {"1": [0, 0, 10, 10], "2": [0, 0, 10, 10],
-                                                           "3": [0, 0, 10, 10]}})),
+        _rec(
+            7,
+            "tracking",
+            "video",
+            json.dumps({"boxes": {"1": [0, 0, 10, 10], "2": [0, 0, 10, 10], "3": [0, 0, 10, 10]}}),
+        ),
     ]
     responses = [
         _resp("A"),  # right
@@ -88,7 +99,9 @@ def test_grabcut_video_propagates_and_stops_when_the_object_leaves() -> None:
     rng = np.random.default_rng(3)
     scene = W.sample_video_scene(rng, 64, 2, 4.0, 4, 0.5, min_objects=2)
     frames, masks = W.render_video(scene)
-    target = max(range(len(scene.objects)), key=lambda k: scene.objects[k].disappear - scene.objects[k].appear)
+    target = max(
+        range(len(scene.objects)), key=lambda k: scene.objects[k].disappear - scene.objects[k].appear
+    )
     per_frame = [m[target] for m in masks]
     key = next(i for i, m in enumerate(per_frame) if m.any())
     box = W.mask_box(per_frame[key])
@@ -102,10 +115,21 @@ def test_grabcut_video_propagates_and_stops_when_the_object_leaves() -> None:
 def test_malformed_segmentation_answers_score_an_empty_mask() -> None:
     mask = np.zeros((8, 8), bool)
     mask[2:5, 2:5] = True
-    records = [_rec(1, "segmentation", "image", json.dumps({"boxes": [250, 250, 625, 625],
-                                                            "positive_points": [[400, 400]] * 3,
-                                                            "negative_points": [[50, 50]] * 3}),
-                    masks=[rle(mask)])]
+    records = [
+        _rec(
+            1,
+            "segmentation",
+            "image",
+            json.dumps(
+                {
+                    "boxes": [250, 250, 625, 625],
+                    "positive_points": [[400, 400]] * 3,
+                    "negative_points": [[50, 50]] * 3,
+                }
+            ),
+            masks=[rle(mask)],
+        )
+    ]
 
     def masks_fn(record, pred):
         assert pred == {}  # the response did not parse

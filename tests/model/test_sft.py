@@ -21,9 +21,21 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def _cfg(tiny_base: Path, tmp: Path, **kw) -> SFTConfig:
-    base = dict(base_model_dir=str(tiny_base), output_dir=str(tmp / "sft"), checkpoint_dir=str(tmp / "ckpt"),
-                max_steps=3, batch_size=4, lr=1e-3, warmup_ratio=0.0, cutoff_len=512, log_every=1, save_every=1,
-                heldout_per_task=0, log_mlflow=False, seed=0)
+    base = dict(
+        base_model_dir=str(tiny_base),
+        output_dir=str(tmp / "sft"),
+        checkpoint_dir=str(tmp / "ckpt"),
+        max_steps=3,
+        batch_size=4,
+        lr=1e-3,
+        warmup_ratio=0.0,
+        cutoff_len=512,
+        log_every=1,
+        save_every=1,
+        heldout_per_task=0,
+        log_mlflow=False,
+        seed=0,
+    )
     base.update(kw)
     return SFTConfig(**base)
 
@@ -61,8 +73,9 @@ def test_training_moves_every_trainable_parameter_and_no_frozen_one(tiny_base, t
 
     before = {k: v.clone() for k, v in load_model(tiny_base).state_dict().items()}
     cfg = _cfg(tiny_base, tmp_path, freeze_vision_tower=True, freeze_projector=True, batch_size=8)
-    model, _, result = train_sft(cfg, tiny_data["train_files"], tiny_data["media_root"], MediaConfig(),
-                                 progress=False)
+    model, _, result = train_sft(
+        cfg, tiny_data["train_files"], tiny_data["media_root"], MediaConfig(), progress=False
+    )
     assert result.parameters["frozen"] > 0 and result.steps == 3
     after = model.state_dict()
     names = dict(model.named_parameters())
@@ -86,11 +99,13 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_base, tiny_data, tm
     full_cfg = _cfg(tiny_base, tmp_path / "full", max_steps=4, save_every=2)
     full, _, _ = train_sft(full_cfg, tiny_data["train_files"], tiny_data["media_root"], media, progress=False)
     cut_cfg = _cfg(tiny_base, tmp_path / "cut", max_steps=4, save_every=2)
-    _, _, first = train_sft(cut_cfg, tiny_data["train_files"], tiny_data["media_root"], media,
-                            stop_after_steps=2, progress=False)
+    _, _, first = train_sft(
+        cut_cfg, tiny_data["train_files"], tiny_data["media_root"], media, stop_after_steps=2, progress=False
+    )
     assert first.steps == 2
-    resumed, _, second = train_sft(cut_cfg, tiny_data["train_files"], tiny_data["media_root"], media,
-                                   progress=False)
+    resumed, _, second = train_sft(
+        cut_cfg, tiny_data["train_files"], tiny_data["media_root"], media, progress=False
+    )
     assert second.resumed_from == 2 and second.steps == 4
     for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), k
@@ -114,19 +129,21 @@ def test_deepspeed_zero2_on_cpu_trains(tiny_base, tiny_data, tmp_path) -> None:
         from onethinker.sft.config import SFTConfig
         from onethinker.sft.trainer import train_sft
         from onethinker.modeling import load_model
-        cfg = SFTConfig(base_model_dir={str(tiny_base)!r}, output_dir={str(tmp_path / 'out')!r},
-                        checkpoint_dir={str(tmp_path / 'ckpt')!r}, max_steps=3, batch_size=4, lr=1e-3,
+        cfg = SFTConfig(base_model_dir={str(tiny_base)!r}, output_dir={str(tmp_path / "out")!r},
+                        checkpoint_dir={str(tmp_path / "ckpt")!r}, max_steps=3, batch_size=4, lr=1e-3,
                         warmup_ratio=0.0, log_every=1, save_every=3, heldout_per_task=0, log_mlflow=False,
-                        deepspeed={str(REPO / 'infra' / 'deepspeed' / 'zero2.json')!r})
+                        deepspeed={str(REPO / "infra" / "deepspeed" / "zero2.json")!r})
         before = load_model(cfg.base_model_dir).state_dict()
-        model, _, res = train_sft(cfg, {tiny_data['train_files']!r}, Path({str(tiny_data['media_root'])!r}),
+        model, _, res = train_sft(cfg, {tiny_data["train_files"]!r}, Path({str(tiny_data["media_root"])!r}),
                                   MediaConfig(), progress=False)
         after = model.state_dict()
         moved = sum(not torch.equal(before[k], after[k]) for k in after if k in before)
         print(json.dumps({{"steps": res.steps, "moved": moved, "losses": [h["train/loss"] for h in res.history],
                           "world": torch.distributed.get_world_size()}}))
     """)
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, timeout=600, cwd=tmp_path
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     out = json.loads(proc.stdout.strip().splitlines()[-1])
     assert out["steps"] == 3 and out["world"] == 1 and out["moved"] > 10

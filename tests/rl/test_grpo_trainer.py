@@ -22,18 +22,48 @@ def tiny_sft(tiny_base, tiny_data, tmp_path_factory) -> Path:
     from onethinker.training.model_utils import save_hf_folder
 
     tmp = tmp_path_factory.mktemp("sft")
-    cfg = SFTConfig(base_model_dir=str(tiny_base), output_dir=str(tmp / "sft"), checkpoint_dir=str(tmp / "ckpt"),
-                    max_steps=40, batch_size=8, lr=3e-3, warmup_ratio=0.05, log_every=40, save_every=1000,
-                    heldout_per_task=0, log_mlflow=False, freeze_vision_tower=False, freeze_projector=False)
-    model, proc, _ = train_sft(cfg, tiny_data["train_files"], tiny_data["media_root"], MediaConfig(), progress=False)
+    cfg = SFTConfig(
+        base_model_dir=str(tiny_base),
+        output_dir=str(tmp / "sft"),
+        checkpoint_dir=str(tmp / "ckpt"),
+        max_steps=40,
+        batch_size=8,
+        lr=3e-3,
+        warmup_ratio=0.05,
+        log_every=40,
+        save_every=1000,
+        heldout_per_task=0,
+        log_mlflow=False,
+        freeze_vision_tower=False,
+        freeze_projector=False,
+    )
+    model, proc, _ = train_sft(
+        cfg, tiny_data["train_files"], tiny_data["media_root"], MediaConfig(), progress=False
+    )
     return save_hf_folder(model, proc, tmp / "sft")
 
 
 def _cfg(model_dir: Path, tmp: Path, **kw) -> GRPOConfig:
-    base = dict(sft_model_dir=str(model_dir), checkpoint_dir=str(tmp / "ckpt"), output_dir=str(tmp / "out"),
-                steps=2, rollout_batch_size=4, n=4, max_response_length=32, global_batch_size=2,
-                micro_batch_size=8, lr=1e-3, weight_decay=0.0, online_filter=False, freeze_vision_tower=True,
-                freeze_projector=True, log_mlflow=False, save_every=1, temperature=1.0, seed=0)
+    base = dict(
+        sft_model_dir=str(model_dir),
+        checkpoint_dir=str(tmp / "ckpt"),
+        output_dir=str(tmp / "out"),
+        steps=2,
+        rollout_batch_size=4,
+        n=4,
+        max_response_length=32,
+        global_batch_size=2,
+        micro_batch_size=8,
+        lr=1e-3,
+        weight_decay=0.0,
+        online_filter=False,
+        freeze_vision_tower=True,
+        freeze_projector=True,
+        log_mlflow=False,
+        save_every=1,
+        temperature=1.0,
+        seed=0,
+    )
     base.update(kw)
     return GRPOConfig(**base)
 
@@ -67,7 +97,9 @@ def test_short_run_moves_every_trainable_parameter(tiny_sft, tiny_data, tmp_path
         stats = tr.step()
     assert stats.metrics["train/reward_std/open_ended"] >= 0.0
     unchanged = [k for k, p in tr.model.named_parameters() if p.requires_grad and torch.equal(before[k], p)]
-    frozen_moved = [k for k, p in tr.model.named_parameters() if not p.requires_grad and not torch.equal(before[k], p)]
+    frozen_moved = [
+        k for k, p in tr.model.named_parameters() if not p.requires_grad and not torch.equal(before[k], p)
+    ]
     assert not unchanged, unchanged
     assert not frozen_moved
     assert tr.ema.tasks, "the EMA state holds every task seen"
@@ -87,15 +119,18 @@ def test_resume_equals_uninterrupted(tiny_sft, tiny_data, tmp_path) -> None:
     assert resumed.maybe_resume() == 2
     resumed.step()
     assert resumed.ema == full.ema
-    for (k, a), (_, b) in zip(full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True):
+    for (k, a), (_, b) in zip(
+        full.model.state_dict().items(), resumed.model.state_dict().items(), strict=True
+    ):
         assert torch.allclose(a, b, atol=1e-6), k
 
 
 def test_online_filter_drops_uniform_groups(tiny_base, tiny_data, tmp_path) -> None:
     """Groups outside [filter_low, filter_high] are dropped; with none left the step reports it and skips the
     update. The untrained model's accuracy stays far below 0.5, so every group falls under filter_low=0.5."""
-    cfg = dataclasses.replace(_cfg(tiny_base, tmp_path, steps=1), online_filter=True, max_filter_retries=1,
-                              filter_low=0.5)
+    cfg = dataclasses.replace(
+        _cfg(tiny_base, tmp_path, steps=1), online_filter=True, max_filter_retries=1, filter_low=0.5
+    )
     tr = _trainer(cfg, tiny_data)
     stats = tr.step()
     assert stats.metrics["train/filtered_frac"] == 1.0

@@ -10,7 +10,9 @@ import yaml
 from onethinker.config import ConfigError, PrepareConfig, load_params, to_dict
 
 REPO = Path(__file__).resolve().parents[2]
-SHIPPED = sorted([REPO / "params.yaml", *REPO.glob("infra/**/params*.yaml"), *REPO.glob("tests/**/params*.yaml")])
+SHIPPED = sorted(
+    [REPO / "params.yaml", *REPO.glob("infra/**/params*.yaml"), *REPO.glob("tests/**/params*.yaml")]
+)
 
 
 @pytest.mark.parametrize("path", SHIPPED, ids=lambda p: str(p.relative_to(REPO)))

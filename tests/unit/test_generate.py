@@ -24,7 +24,9 @@ N_TRAIN, N_EVAL = 6, 3
 @pytest.fixture(scope="module")
 def prepared(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("prep") / "data"
-    prepare_synthetic(PrepareConfig(train_per_task=N_TRAIN, eval_per_task=N_EVAL), DataConfig(root=str(root)), "compact")
+    prepare_synthetic(
+        PrepareConfig(train_per_task=N_TRAIN, eval_per_task=N_EVAL), DataConfig(root=str(root)), "compact"
+    )
     return root
 
 
@@ -45,7 +47,9 @@ def _target_colour(problem: str) -> str:
 
 def test_every_task_pair_in_train_and_eval(prepared: Path) -> None:
     rl = read_records(prepared / "train" / "rl.json")
-    sft = read_records(prepared / "train" / "sft_image.json") + read_records(prepared / "train" / "sft_video.json")
+    sft = read_records(prepared / "train" / "sft_image.json") + read_records(
+        prepared / "train" / "sft_video.json"
+    )
     pairs = {(r["problem_type"], r["data_type"]) for r in rl}
     assert pairs == {(p.problem_type, p.data_type) for p in TASK_PAIRS}
     assert len(pairs) == 16
@@ -60,7 +64,9 @@ def test_every_task_pair_in_train_and_eval(prepared: Path) -> None:
 def test_records_have_release_fields(prepared: Path) -> None:
     for r in read_records(prepared / "train" / "rl.json"):
         assert r["answer"].startswith("<answer>") and r["answer"].endswith("</answer>")
-        assert ("images" in r) == (r["data_type"] == "image") and ("videos" in r) == (r["data_type"] == "video")
+        assert ("images" in r) == (r["data_type"] == "image") and ("videos" in r) == (
+            r["data_type"] == "video"
+        )
         assert (prepared / "media" / (r.get("images") or r.get("videos"))[0]).is_file()
         if r["problem_type"] == "multiple choice":
             letters = [o.split(".")[0] for o in r["options"]]
@@ -81,7 +87,9 @@ def test_sft_answers_equal_ground_truth(prepared: Path) -> None:
 
 
 def test_train_and_eval_disjoint(prepared: Path) -> None:
-    train_media = {(r.get("images") or r.get("videos"))[0] for r in read_records(prepared / "train" / "rl.json")}
+    train_media = {
+        (r.get("images") or r.get("videos"))[0] for r in read_records(prepared / "train" / "rl.json")
+    }
     digests = {hashlib.sha1((prepared / "media" / m).read_bytes()).hexdigest() for m in train_media}
     for f in (prepared / "eval").glob("*.json"):
         for r in read_records(f):
@@ -92,14 +100,20 @@ def test_train_and_eval_disjoint(prepared: Path) -> None:
 
 def test_deterministic(prepared: Path, tmp_path: Path) -> None:
     again = tmp_path / "data"
-    prepare_synthetic(PrepareConfig(train_per_task=N_TRAIN, eval_per_task=N_EVAL), DataConfig(root=str(again)), "compact")
+    prepare_synthetic(
+        PrepareConfig(train_per_task=N_TRAIN, eval_per_task=N_EVAL), DataConfig(root=str(again)), "compact"
+    )
     assert (again / "train" / "rl.json").read_bytes() == (prepared / "train" / "rl.json").read_bytes()
     for p in (prepared / "media" / "images" / "train").glob("*.png"):
         assert (again / "media" / "images" / "train" / p.name).read_bytes() == p.read_bytes()
 
 
 def _by_type(prepared: Path, pt: str, dt: str) -> list[dict]:
-    return [r for r in read_records(prepared / "train" / "rl.json") if r["problem_type"] == pt and r["data_type"] == dt]
+    return [
+        r
+        for r in read_records(prepared / "train" / "rl.json")
+        if r["problem_type"] == pt and r["data_type"] == dt
+    ]
 
 
 def test_spatial_grounding_box_encloses_the_object_pixels(prepared: Path) -> None:
@@ -116,11 +130,15 @@ def test_segmentation_mask_box_and_points_agree(prepared: Path) -> None:
         gt = json.loads(unwrap_answer(r["answer"]))
         m = mask_utils.decode({"size": r["masks"][0]["size"], "counts": r["masks"][0]["counts"].encode()})
         h, w = m.shape
-        x, y, bw, bh = mask_utils.toBbox({"size": r["masks"][0]["size"], "counts": r["masks"][0]["counts"].encode()})
+        x, y, bw, bh = mask_utils.toBbox(
+            {"size": r["masks"][0]["size"], "counts": r["masks"][0]["counts"].encode()}
+        )
         expected = [x / w * 1000, y / h * 1000, (x + bw) / w * 1000, (y + bh) / h * 1000]
         assert np.allclose(gt["boxes"], expected, atol=1.0)
         rgb = np.asarray(Image.open(prepared / "media" / r["images"][0]).convert("RGB"))
-        assert (m.astype(bool) == _colour_mask(rgb, _target_colour(r["problem"]), tol=10) & m.astype(bool)).all()
+        assert (
+            m.astype(bool) == _colour_mask(rgb, _target_colour(r["problem"]), tol=10) & m.astype(bool)
+        ).all()
         for px, py in gt["positive_points"]:
             assert m[int(py / 1000 * h), int(px / 1000 * w)]
         for px, py in gt["negative_points"]:
@@ -149,7 +167,10 @@ def test_tracking_and_st_grounding_boxes_follow_the_object(prepared: Path) -> No
                 t = float(int(key) - 1) if pt == "tracking" else float(key)
                 frame = clip.frames[int(np.argmin(np.abs(clip.timestamps - t)))]
                 if colour is None:  # tracking names the shape only: check the box holds object pixels
-                    region = frame[int(box[1] * 64 / 1000): int(box[3] * 64 / 1000), int(box[0] * 64 / 1000): int(box[2] * 64 / 1000)]
+                    region = frame[
+                        int(box[1] * 64 / 1000) : int(box[3] * 64 / 1000),
+                        int(box[0] * 64 / 1000) : int(box[2] * 64 / 1000),
+                    ]
                     assert (region.astype(int).max(axis=-1) > 100).mean() > 0.3
                     continue
                 x1, y1, x2, y2 = _px_box(_colour_mask(frame, colour))

@@ -44,25 +44,39 @@ def data_type_of(record: dict[str, Any]) -> str:
     return "video" if record.get("videos") else "image"
 
 
-def load_media(record: dict[str, Any], media_root: str | Path, media: MediaConfig
-               ) -> tuple[list[Image.Image], list[VideoClip]]:
+def load_media(
+    record: dict[str, Any], media_root: str | Path, media: MediaConfig
+) -> tuple[list[Image.Image], list[VideoClip]]:
     paths = [resolve_media(media_root, p) for p in media_paths(record)]
     if data_type_of(record) == "video":
-        clips = [decode_video(p, media.video_fps, media.video_max_frames, media.video_min_pixels,
-                              media.video_max_pixels) for p in paths]
+        clips = [
+            decode_video(
+                p, media.video_fps, media.video_max_frames, media.video_min_pixels, media.video_max_pixels
+            )
+            for p in paths
+        ]
         return [], clips
     return [load_image(p, media.image_min_pixels, media.image_max_pixels) for p in paths], []
 
 
-def prompt_example(record: dict[str, Any], media_root: str | Path, media: MediaConfig, style: PromptStyle
-                   ) -> Example:
+def prompt_example(
+    record: dict[str, Any], media_root: str | Path, media: MediaConfig, style: PromptStyle
+) -> Example:
     """An RL or evaluation record as a generation prompt (user turn only)."""
     dt = data_type_of(record)
     pt = canonical_problem_type(record["problem_type"])
     prompt = build_prompt(str(record.get("problem", "")), pt, dt, record.get("options"), style)
     images, videos = load_media(record, media_root, media)
-    return Example(build_messages(prompt, dt), images, videos, pt, dt, str(record.get("problem_id", "")),
-                   ground_truth(record), str(record.get("problem", "")))
+    return Example(
+        build_messages(prompt, dt),
+        images,
+        videos,
+        pt,
+        dt,
+        str(record.get("problem_id", "")),
+        ground_truth(record),
+        str(record.get("problem", "")),
+    )
 
 
 def sft_example(record: dict[str, Any], media_root: str | Path, media: MediaConfig) -> Example:
@@ -75,5 +89,12 @@ def sft_example(record: dict[str, Any], media_root: str | Path, media: MediaConf
     images, videos = load_media(record, media_root, media)
     messages = build_messages(strip_media_tokens(text(user)), dt, response=text(assistant))
     pt = record.get("problem_type") or ("open-ended")
-    return Example(messages, images, videos, canonical_problem_type(pt), dt, str(record.get("problem_id", "")),
-                   str(record.get("answer", "")))
+    return Example(
+        messages,
+        images,
+        videos,
+        canonical_problem_type(pt),
+        dt,
+        str(record.get("problem_id", "")),
+        str(record.get("answer", "")),
+    )

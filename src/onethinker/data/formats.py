@@ -58,7 +58,9 @@ def read_records(path: str | Path) -> list[dict[str, Any]]:
         else:
             data = [json.loads(line) for line in text.splitlines() if line.strip()]
     except json.JSONDecodeError as exc:
-        raise FormatError(f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}") from exc
+        raise FormatError(
+            f"{path}: not valid JSON at line {exc.lineno} column {exc.colno}: {exc.msg}"
+        ) from exc
     if not isinstance(data, list):
         raise FormatError(f"{path}: expected a JSON array of records, got {type(data).__name__}")
     for i, rec in enumerate(data):

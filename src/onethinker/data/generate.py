@@ -85,17 +85,24 @@ def _describe(o: W.SceneObject) -> str:
 # image tasks
 
 
-def _image_scene(rng, ws: WorldSpec, min_objects: int = 1, unique_colours: bool = True) -> tuple[W.Scene, np.ndarray, list]:
+def _image_scene(
+    rng, ws: WorldSpec, min_objects: int = 1, unique_colours: bool = True
+) -> tuple[W.Scene, np.ndarray, list]:
     scene = W.sample_image_scene(rng, ws.image_size, ws.max_objects, min_objects, unique_colours)
     image, masks = W.render(scene)
     return scene, image, masks
 
 
 def mc_image(pair, rng, ws) -> Sample:
-    scene, image, _ = _image_scene(rng, ws)
-    target = scene.objects[int(rng.integers(len(scene.objects)))]
+    # One object per scene: the question tests colour perception, not binding a colour to one of several
+    # shapes (other tasks ask about multi-object scenes).
+    scene = W.sample_image_scene(rng, ws.image_size, max_objects=1)
+    image, _ = W.render(scene)
+    target = scene.objects[0]
     options, letter = _options(target.colour, list(W.COLOURS))
-    think = f"I see the {target.shape}; it is {target.colour}. {target.colour.capitalize()} is option {letter}."
+    think = (
+        f"I see the {target.shape}; it is {target.colour}. {target.colour.capitalize()} is option {letter}."
+    )
     return Sample(pair, f"What colour is the {target.shape}?", letter, think, image=image, options=options)
 
 
@@ -104,8 +111,13 @@ def numerical_image(pair, rng, ws) -> Sample:
     if rng.random() < 0.5:
         n = len(scene.objects)
         names = ", ".join(o.name for o in scene.objects)
-        return Sample(pair, "How many objects are in the image?", str(n), f"The objects are: {names}. That is {n}.",
-                      image=image)
+        return Sample(
+            pair,
+            "How many objects are in the image?",
+            str(n),
+            f"The objects are: {names}. That is {n}.",
+            image=image,
+        )
     colour = str(rng.choice(list(W.COLOURS)))
     hits = [o for o in scene.objects if o.colour == colour]
     listing = ", ".join(o.name for o in scene.objects)
@@ -163,8 +175,13 @@ def math_image(pair, rng, ws) -> Sample:
     image, _ = W.render(W.sample_text_scene(rng, ws.image_size, text))
     word = {"+": "plus", "-": "minus", "x": "times"}[op]
     think = f"The image shows {a} {word} {b}. {a} {op} {b} = {value}."
-    return Sample(pair, "Compute the value of the expression in the image (x means multiply).", str(value), think,
-                  image=image)
+    return Sample(
+        pair,
+        "Compute the value of the expression in the image (x means multiply).",
+        str(value),
+        think,
+        image=image,
+    )
 
 
 def spatial_grounding_image(pair, rng, ws) -> Sample:
@@ -212,8 +229,15 @@ def mc_video(pair, rng, ws) -> Sample:
     options, letter = _options(d, list(DIRECTIONS))
     s, e = _span(target, scene.duration)
     think = f"The {target.name} is visible from {s}s to {e}s and moves {d}. That is option {letter}."
-    return Sample(pair, f"In which direction does the {target.shape} move?", letter, think, frames=frames,
-                  fps=scene.fps, options=options)
+    return Sample(
+        pair,
+        f"In which direction does the {target.shape} move?",
+        letter,
+        think,
+        frames=frames,
+        fps=scene.fps,
+        options=options,
+    )
 
 
 def numerical_video(pair, rng, ws) -> Sample:
@@ -221,22 +245,42 @@ def numerical_video(pair, rng, ws) -> Sample:
     if rng.random() < 0.5:
         n = len(scene.objects)
         names = ", ".join(o.name for o in scene.objects)
-        return Sample(pair, "How many different objects appear in the video?", str(n),
-                      f"Over the whole video I see: {names}. That is {n}.", frames=frames, fps=scene.fps)
+        return Sample(
+            pair,
+            "How many different objects appear in the video?",
+            str(n),
+            f"Over the whole video I see: {names}. That is {n}.",
+            frames=frames,
+            fps=scene.fps,
+        )
     t = float(rng.integers(0, int(scene.duration)))
     vis = [o for o in scene.objects if o.visible(t)]
     names = ", ".join(o.name for o in vis) or "nothing"
-    return Sample(pair, f"How many objects are visible at {_fmt_num(t)} seconds?", str(len(vis)),
-                  f"At {_fmt_num(t)}s I see: {names}.", frames=frames, fps=scene.fps)
+    return Sample(
+        pair,
+        f"How many objects are visible at {_fmt_num(t)} seconds?",
+        str(len(vis)),
+        f"At {_fmt_num(t)}s I see: {names}.",
+        frames=frames,
+        fps=scene.fps,
+    )
 
 
 def regression_video(pair, rng, ws) -> Sample:
     scene, frames, _ = _video_scene(rng, ws)
     o = scene.objects[int(rng.integers(len(scene.objects)))]
     s, e = _span(o, scene.duration)
-    think = f"The {o.name} appears at {s}s and is gone at {e}s, so it is visible for {_fmt_num(e - s)} seconds."
-    return Sample(pair, f"For how many seconds is the {o.shape} visible?", _fmt_num(round(e - s, 2)), think,
-                  frames=frames, fps=scene.fps)
+    think = (
+        f"The {o.name} appears at {s}s and is gone at {e}s, so it is visible for {_fmt_num(e - s)} seconds."
+    )
+    return Sample(
+        pair,
+        f"For how many seconds is the {o.shape} visible?",
+        _fmt_num(round(e - s, 2)),
+        think,
+        frames=frames,
+        fps=scene.fps,
+    )
 
 
 def open_ended_video(pair, rng, ws) -> Sample:
@@ -248,8 +292,9 @@ def open_ended_video(pair, rng, ws) -> Sample:
         when = "" if (s == 0 and e == _fmt_t(scene.duration)) else f" from {_fmt_num(s)}s to {_fmt_num(e)}s"
         sentences.append(f"A {o.colour} {o.shape} {move}{when}.")
     think = f"I follow each of the {len(scene.objects)} object(s) through the video."
-    return Sample(pair, "Describe what happens in the video.", " ".join(sentences), think, frames=frames,
-                  fps=scene.fps)
+    return Sample(
+        pair, "Describe what happens in the video.", " ".join(sentences), think, frames=frames, fps=scene.fps
+    )
 
 
 def temporal_grounding(pair, rng, ws) -> Sample:
@@ -257,8 +302,14 @@ def temporal_grounding(pair, rng, ws) -> Sample:
     o = scene.objects[int(rng.integers(len(scene.objects)))]
     s, e = _span(o, scene.duration)
     think = f"The {o.name} first appears at {s}s and is last seen before {e}s."
-    return Sample(pair, f"When is the {o.name} visible in the video?", _dumps({"time": [s, e]}), think,
-                  frames=frames, fps=scene.fps)
+    return Sample(
+        pair,
+        f"When is the {o.name} visible in the video?",
+        _dumps({"time": [s, e]}),
+        think,
+        frames=frames,
+        fps=scene.fps,
+    )
 
 
 def _boxes_per_second(scene, masks, i: int, seconds: list[int], key_offset: int = 0) -> dict[str, list[int]]:
@@ -280,8 +331,14 @@ def spatial_temporal_grounding(pair, rng, ws) -> Sample:
         return spatial_temporal_grounding(pair, rng, ws)
     boxes = _boxes_per_second(scene, masks, i, seconds)
     think = f"The {o.name} is visible from {s}s to {e}s; I give its box at each whole second in that span."
-    return Sample(pair, f"When and where is the {o.name} in the video?", _dumps({"time": [s, e], "boxes": boxes}),
-                  think, frames=frames, fps=scene.fps)
+    return Sample(
+        pair,
+        f"When and where is the {o.name} in the video?",
+        _dumps({"time": [s, e], "boxes": boxes}),
+        think,
+        frames=frames,
+        fps=scene.fps,
+    )
 
 
 def tracking(pair, rng, ws) -> Sample:
@@ -294,8 +351,10 @@ def tracking(pair, rng, ws) -> Sample:
     seconds = list(range(0, int(math.ceil(scene.duration))))
     boxes = _boxes_per_second(scene, masks, i, seconds, key_offset=1)  # key "1" is t=0
     first = boxes["1"]
-    q = (f"The {o.shape} is at {first} in the first frame. Track it and give its box at every second "
-         "(key 1 is the first frame).")
+    q = (
+        f"The {o.shape} is at {first} in the first frame. Track it and give its box at every second "
+        "(key 1 is the first frame)."
+    )
     think = f"The {o.name} moves {o.direction()}; I follow it one second at a time."
     return Sample(pair, q, _dumps({"boxes": boxes}), think, frames=frames, fps=scene.fps)
 
@@ -312,10 +371,19 @@ def segmentation_video(pair, rng, ws) -> Sample:
     frame_masks = [m[i] for m in masks]
     box = W.mask_box(frame_masks[fi])
     pos, neg = W.prompt_points(frame_masks[fi], masks[fi], rng)
-    think = f"The {o.name} is clearly visible at {t}s inside box {box}; I place points on it and on background."
+    think = (
+        f"The {o.name} is clearly visible at {t}s inside box {box}; I place points on it and on background."
+    )
     answer = _dumps({"time": t, "boxes": box, "positive_points": pos, "negative_points": neg})
-    return Sample(pair, f"Segment the {o.name} in the video.", answer, think, frames=frames, fps=scene.fps,
-                  masks=[rle(m) for m in frame_masks])
+    return Sample(
+        pair,
+        f"Segment the {o.name} in the video.",
+        answer,
+        think,
+        frames=frames,
+        fps=scene.fps,
+        masks=[rle(m) for m in frame_masks],
+    )
 
 
 GENERATORS: dict[tuple[str, str], Callable[[TaskPair, np.random.Generator, WorldSpec], Sample]] = {

@@ -47,7 +47,9 @@ class VideoClip:
     info: VideoInfo
 
 
-def fit_pixel_budget(width: int, height: int, min_pixels: int | None, max_pixels: int | None) -> tuple[int, int]:
+def fit_pixel_budget(
+    width: int, height: int, min_pixels: int | None, max_pixels: int | None
+) -> tuple[int, int]:
     """Size (w, h) with the same aspect ratio whose area lies within [min_pixels, max_pixels]."""
     area = width * height
     scale = 1.0
@@ -103,7 +105,9 @@ def probe_video(path: str | Path) -> VideoInfo:
                 duration = frames / fps
             if fps <= 0 and duration > 0:
                 fps = frames / duration
-            return VideoInfo(duration=duration, fps=fps, num_frames=frames, width=stream.width, height=stream.height)
+            return VideoInfo(
+                duration=duration, fps=fps, num_frames=frames, width=stream.width, height=stream.height
+            )
     except MediaError:
         raise
     except Exception as exc:

@@ -84,7 +84,9 @@ def _records(sample: Sample, pid: str, rel: str, split: str, style: PromptStyle)
     if sample.options:
         common["options"] = sample.options
     if split == "eval":
-        return {"eval": {**common, "solution": answer, "problem_type": pt, "data_type": dt, "path": rel, **extra}}
+        return {
+            "eval": {**common, "solution": answer, "problem_type": pt, "data_type": dt, "path": rel, **extra}
+        }
     rl = {**common, "answer": answer, "problem_type": pt, "data_type": dt, media_key: [rel], **extra}
     prompt = build_prompt(sample.problem, pt, dt, sample.options, style)
     sft = {
@@ -106,13 +108,16 @@ def _pixels_digest(sample: Sample) -> str:
     return hashlib.sha1(np.ascontiguousarray(pixels).tobytes()).hexdigest()
 
 
-def _draw(pair: TaskPair, ws: WorldSpec, seed: int, split: str, pi: int, i: int, train_digests: set[str]) -> Sample:
+def _draw(
+    pair: TaskPair, ws: WorldSpec, seed: int, split: str, pi: int, i: int, train_digests: set[str]
+) -> Sample:
     """Sample ``i`` of a pair. A held-out sample whose pixels equal a training sample's (a small world can
     repeat itself, e.g. the same word rendered alike) is redrawn from the next sub-seed, so train and eval
     never share media content."""
     for attempt in range(100):
-        rng = np.random.default_rng([*sample_seed(seed, split, pi, i), attempt] if attempt else
-                                    sample_seed(seed, split, pi, i))
+        rng = np.random.default_rng(
+            [*sample_seed(seed, split, pi, i), attempt] if attempt else sample_seed(seed, split, pi, i)
+        )
         sample = make_sample(pair, rng, ws)
         digest = _pixels_digest(sample)
         if split == "train":
@@ -134,7 +139,9 @@ def prepare_synthetic(
     for sub in ("train", "eval", "media"):
         shutil.rmtree(root / sub, ignore_errors=True)
     media_root = data.media_root
-    ws = WorldSpec(cfg.image_size, cfg.max_objects, cfg.video.duration_s, cfg.video.fps, cfg.video.event_step_s)
+    ws = WorldSpec(
+        cfg.image_size, cfg.max_objects, cfg.video.duration_s, cfg.video.fps, cfg.video.event_step_s
+    )
     rl: list[dict] = []
     sft: dict[str, list[dict]] = {"image": [], "video": []}
     evals: dict[str, list[dict]] = {}
@@ -177,7 +184,9 @@ def prepare_synthetic(
     return result
 
 
-def prepare_onethinker(cfg: PrepareConfig, data: DataConfig, cache_dir: str | Path | None = None) -> PrepareResult:
+def prepare_onethinker(
+    cfg: PrepareConfig, data: DataConfig, cache_dir: str | Path | None = None
+) -> PrepareResult:
     """Read the released files through HF ``datasets`` and write them in our layout (absolute media paths)."""
     src = cfg.onethinker
     root = Path(data.root)

@@ -43,30 +43,30 @@ FULL_INSTRUCTIONS: dict[str, str] = {
     "math": "Please provide only the final result (a number or LaTeX formula) within the "
     "<answer>...</answer> tags.\nExample:\n<answer>$$-\\dfrac{3}{2}$$</answer>",
     "temporal grounding": "Please provide only the time span in seconds as JSON within the "
-    "<answer>...</answer> tags.\nExample:\n<answer>{\"time\": [12.3, 25.7]}</answer>",
+    '<answer>...</answer> tags.\nExample:\n<answer>{"time": [12.3, 25.7]}</answer>',
     "spatial grounding": "Please provide only the bounding box as JSON with key 'boxes' within the "
-    "<answer>...</answer> tags.\nExample:\n<answer>{\"boxes\": [35, 227, 437, 932]}</answer>",
+    '<answer>...</answer> tags.\nExample:\n<answer>{"boxes": [35, 227, 437, 932]}</answer>',
     "spatial-temporal grounding": "Please provide only the time span in seconds and bounding boxes as JSON "
     "within the <answer>...</answer> tags.\nYou MUST output one bounding box for every integer second within "
-    "the given time span (inclusive).\nExample:\n<answer>{\"time\": [8.125, 13.483], \"boxes\": {\"9\": "
-    "[317, 422, 582, 997], \"10\": [332, 175, 442, 369], \"11\": [340, 180, 450, 370]}}</answer>\n"
+    'the given time span (inclusive).\nExample:\n<answer>{"time": [8.125, 13.483], "boxes": {"9": '
+    '[317, 422, 582, 997], "10": [332, 175, 442, 369], "11": [340, 180, 450, 370]}}</answer>\n'
     "Note: Each key in 'boxes' must be an integer second within the span, and its value must be a "
     "4-number bounding box [x1, y1, x2, y2].",
     "tracking": "Please track the target object throughout the video and provide one bounding box per second, "
-    "ONLY up to 32 seconds, within the <answer>...</answer> tags.\nExample:\n<answer>{\"boxes\": {\"1\": "
-    "[405, 230, 654, 463], \"2\": [435, 223, 678, 446], ..., \"32\": [415, 203, 691, 487]}}</answer>\n"
+    'ONLY up to 32 seconds, within the <answer>...</answer> tags.\nExample:\n<answer>{"boxes": {"1": '
+    '[405, 230, 654, 463], "2": [435, 223, 678, 446], ..., "32": [415, 203, 691, 487]}}</answer>\n'
     "Note: Each key in 'boxes' must correspond to a second (1, 2, 3, ..., 32) and contain a 4-number "
     "bounding box [x1, y1, x2, y2].",
     "segmentation/image": "This task prepares inputs for image object segmentation with a specialized model "
     "(e.g., SAM2).\nPlease provide ONE bounding box, 3 positive points (clearly INSIDE the object), and 3 "
     "negative points (clearly OUTSIDE the object) within the <answer>...</answer> tags.\nExample:\n"
-    "<answer>{\"boxes\": [x1, y1, x2, y2], \"positive_points\": [[x,y],[x,y],[x,y]], "
-    "\"negative_points\": [[x,y],[x,y],[x,y]]}</answer>",
+    '<answer>{"boxes": [x1, y1, x2, y2], "positive_points": [[x,y],[x,y],[x,y]], '
+    '"negative_points": [[x,y],[x,y],[x,y]]}</answer>',
     "segmentation/video": "This task prepares inputs for video object segmentation with a specialized model "
     "(e.g., SAM2).\nPlease select ONE representative time (in seconds), and provide ONE bounding box, 3 "
     "positive points (clearly INSIDE the object), and 3 negative points (clearly OUTSIDE the object) within "
-    "the <answer>...</answer> tags.\nExample:\n<answer>{\"time\": <time_in_seconds>, \"boxes\": "
-    "[x1, y1, x2, y2], \"positive_points\": [[x,y],[x,y],[x,y]], \"negative_points\": "
+    'the <answer>...</answer> tags.\nExample:\n<answer>{"time": <time_in_seconds>, "boxes": '
+    '[x1, y1, x2, y2], "positive_points": [[x,y],[x,y],[x,y]], "negative_points": '
     "[[x,y],[x,y],[x,y]]}</answer>",
 }
 

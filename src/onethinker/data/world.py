@@ -32,8 +32,34 @@ SIZES: dict[str, float] = {"small": 0.18, "large": 0.3}  # fraction of the image
 BACKGROUND: tuple[int, int, int] = (25, 25, 25)
 TEXT_COLOUR: tuple[int, int, int] = (245, 245, 245)
 WORDS: tuple[str, ...] = (
-    "CAT", "DOG", "SUN", "MAP", "RED", "BOX", "CUP", "KEY", "PEN", "HAT", "OWL", "BEE", "FOX", "CAR",
-    "BUS", "TOY", "ICE", "JAM", "LOG", "NET", "OAK", "PIE", "RUG", "SKY", "VAN", "WEB", "YAK", "ZIP",
+    "CAT",
+    "DOG",
+    "SUN",
+    "MAP",
+    "RED",
+    "BOX",
+    "CUP",
+    "KEY",
+    "PEN",
+    "HAT",
+    "OWL",
+    "BEE",
+    "FOX",
+    "CAR",
+    "BUS",
+    "TOY",
+    "ICE",
+    "JAM",
+    "LOG",
+    "NET",
+    "OAK",
+    "PIE",
+    "RUG",
+    "SKY",
+    "VAN",
+    "WEB",
+    "YAK",
+    "ZIP",
 )
 
 
@@ -59,7 +85,10 @@ class SceneObject:
 
     def corner(self, t: float, duration: float) -> tuple[float, float]:
         a = 0.0 if duration <= 0 else min(max(t / duration, 0.0), 1.0)
-        return (self.start[0] + a * (self.end[0] - self.start[0]), self.start[1] + a * (self.end[1] - self.start[1]))
+        return (
+            self.start[0] + a * (self.end[0] - self.start[0]),
+            self.start[1] + a * (self.end[1] - self.start[1]),
+        )
 
     def direction(self) -> str:
         dx, dy = self.end[0] - self.start[0], self.end[1] - self.start[1]
@@ -135,8 +164,12 @@ def render(scene: Scene, t: float = 0.0) -> tuple[np.ndarray, list[np.ndarray]]:
         bbox = draw.textbbox((0, 0), scene.text, font=font)
         tw, th = bbox[2] - bbox[0], bbox[3] - bbox[1]
         dx, dy = scene.text_offset
-        draw.text(((n - tw) / 2 - bbox[0] + dx, (n - th) / 2 - bbox[1] + dy), scene.text, font=font,
-                  fill=TEXT_COLOUR)
+        draw.text(
+            ((n - tw) / 2 - bbox[0] + dx, (n - th) / 2 - bbox[1] + dy),
+            scene.text,
+            font=font,
+            fill=TEXT_COLOUR,
+        )
     return np.asarray(canvas).copy(), masks
 
 
@@ -265,8 +298,10 @@ def sample_image_scene(
         for _ in range(200):
             x, y = int(rng.integers(1, size - side)), int(rng.integers(1, size - side))
             if all(
-                x + side + 2 <= o.start[0] or o.start[0] + o.side + 2 <= x
-                or y + side + 2 <= o.start[1] or o.start[1] + o.side + 2 <= y
+                x + side + 2 <= o.start[0]
+                or o.start[0] + o.side + 2 <= x
+                or y + side + 2 <= o.start[1]
+                or o.start[1] + o.side + 2 <= y
                 for o in placed
             ):
                 placed.append(SceneObject(shape, colour, size_name, side, (x, y), (x, y)))
@@ -316,7 +351,7 @@ def sample_video_scene(
         lane_lo = int(i * lane) + 1
         lane_pos = float(lane_lo + rng.integers(0, max(1, int(lane) - side - 1)))
         a, b = 1.0, float(size - side - 1)
-        still = (moving is None and rng.random() < 0.15)
+        still = moving is None and rng.random() < 0.15
         if still:
             p0 = p1 = float(rng.uniform(a, b))
         else:
@@ -331,7 +366,8 @@ def sample_video_scene(
         else:
             appear = 0.0 if rng.random() < 0.4 else _grid_time(rng, event_step, duration / 2, event_step)
             disappear = (
-                duration if rng.random() < 0.4
+                duration
+                if rng.random() < 0.4
                 else _grid_time(rng, appear + max(1.0, event_step), duration - event_step, event_step)
             )
             if disappear <= appear:

@@ -98,34 +98,59 @@ MaskFn = Callable[[dict[str, Any], dict[str, Any]], tuple[Any, Any]]
 """(record, predicted answer JSON) -> (predicted mask(s), ground-truth mask(s))."""
 
 
-def task_metrics(slug: str, records: Sequence[dict[str, Any]], responses: Sequence[str],
-                 masks: MaskFn | None = None) -> dict[str, float]:
+def task_metrics(
+    slug: str, records: Sequence[dict[str, Any]], responses: Sequence[str], masks: MaskFn | None = None
+) -> dict[str, float]:
     """Official metrics of one task over its records (all of the same slug)."""
     gts = [r.get("solution", r.get("answer", "")) for r in records]
     if slug in ("multiple_choice", "numerical", "math"):
         return {}  # accuracy comes from the reward
     if slug == "regression":
-        pairs = [(_float(answer_text(p)), _float(answer_text(g))) for p, g in zip(responses, gts, strict=True)]
-        vals = [float(M.mean_relative_accuracy([p], [g])[0]) if p is not None and g is not None else 0.0
-                for p, g in pairs]
+        pairs = [
+            (_float(answer_text(p)), _float(answer_text(g))) for p, g in zip(responses, gts, strict=True)
+        ]
+        vals = [
+            float(M.mean_relative_accuracy([p], [g])[0]) if p is not None and g is not None else 0.0
+            for p, g in pairs
+        ]
         return {"MRA": float(np.mean(vals)) if vals else 0.0}
     if slug == "ocr":
-        return {"1-WER": float(np.mean([M.ocr_accuracy(answer_text(g), answer_text(p))
-                                        for p, g in zip(responses, gts, strict=True)]))}
+        return {
+            "1-WER": float(
+                np.mean(
+                    [
+                        M.ocr_accuracy(answer_text(g), answer_text(p))
+                        for p, g in zip(responses, gts, strict=True)
+                    ]
+                )
+            )
+        }
     if slug == "open_ended":
-        return {"ROUGE": float(np.mean([M.rouge_mean(answer_text(g), answer_text(p))
-                                        for p, g in zip(responses, gts, strict=True)]))}
+        return {
+            "ROUGE": float(
+                np.mean(
+                    [
+                        M.rouge_mean(answer_text(g), answer_text(p))
+                        for p, g in zip(responses, gts, strict=True)
+                    ]
+                )
+            )
+        }
     preds = [answer_json(p) for p in responses]
     truth = [answer_json(g) for g in gts]
     if slug == "temporal_grounding":
         return M.temporal_grounding_metrics([_span(p) for p in preds], [_span(t) for t in truth])
     if slug == "spatial_grounding":
-        return M.spatial_grounding_metrics([_box(p.get("boxes")) for p in preds],
-                                           [_box(t.get("boxes")) for t in truth])
+        return M.spatial_grounding_metrics(
+            [_box(p.get("boxes")) for p in preds], [_box(t.get("boxes")) for t in truth]
+        )
     if slug == "spatial_temporal_grounding":
-        return M.spatio_temporal_grounding_metrics([_span(p) for p in preds], [_span(t) for t in truth],
-                                                   [_frame_boxes(p) for p in preds],
-                                                   [_frame_boxes(t) for t in truth])
+        return M.spatio_temporal_grounding_metrics(
+            [_span(p) for p in preds],
+            [_span(t) for t in truth],
+            [_frame_boxes(p) for p in preds],
+            [_frame_boxes(t) for t in truth],
+        )
     if slug == "tracking":
         return M.tracking_metrics([_frame_boxes(p) for p in preds], [_frame_boxes(t) for t in truth])
     if slug in ("segmentation_image", "segmentation_video") and masks is not None:
@@ -136,14 +161,22 @@ def task_metrics(slug: str, records: Sequence[dict[str, Any]], responses: Sequen
     return {}
 
 
-def score_benchmark(records: Sequence[dict[str, Any]], responses: Sequence[str],
-                    masks: MaskFn | None = None) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def score_benchmark(
+    records: Sequence[dict[str, Any]], responses: Sequence[str], masks: MaskFn | None = None
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Reward parts per sample and official metrics per task. Returns (summary, per-sample rows)."""
     from onethinker.rewards import compute_score
 
-    items = [{"response": resp, "ground_truth": r.get("solution", r.get("answer", "")),
-              "problem_type": r.get("problem_type", ""), "data_type": r.get("data_type", ""),
-              "problem_id": r.get("problem_id")} for r, resp in zip(records, responses, strict=True)]
+    items = [
+        {
+            "response": resp,
+            "ground_truth": r.get("solution", r.get("answer", "")),
+            "problem_type": r.get("problem_type", ""),
+            "data_type": r.get("data_type", ""),
+            "problem_id": r.get("problem_id"),
+        }
+        for r, resp in zip(records, responses, strict=True)
+    ]
     scores = compute_score(items)
     rows, by_slug = [], defaultdict(list)
     for i, (r, item, s) in enumerate(zip(records, items, scores, strict=True)):
@@ -151,23 +184,36 @@ def score_benchmark(records: Sequence[dict[str, Any]], responses: Sequence[str],
             slug = task_slug(r["problem_type"], r["data_type"])
         except (KeyError, TypeError):
             slug = "unknown"
-        rows.append({**item, "task": slug, "accuracy": s["accuracy"], "format": s["format"],
-                     "structure": s["structure"], "overall": s["overall"], "reasons": s.get("reasons", [])})
+        rows.append(
+            {
+                **item,
+                "task": slug,
+                "accuracy": s["accuracy"],
+                "format": s["format"],
+                "structure": s["structure"],
+                "overall": s["overall"],
+                "reasons": s.get("reasons", []),
+            }
+        )
         by_slug[slug].append(i)
     tasks: dict[str, dict[str, float]] = {}
     for slug, idx in sorted(by_slug.items()):
         part = [rows[i] for i in idx]
-        t = {"n": len(idx),
-             "accuracy": float(np.mean([x["accuracy"] for x in part])),
-             "format_rate": float(np.mean([x["format"] >= 1.0 for x in part])),
-             "structure": float(np.mean([x["structure"] for x in part])),
-             "overall": float(np.mean([x["overall"] for x in part]))}
+        t = {
+            "n": len(idx),
+            "accuracy": float(np.mean([x["accuracy"] for x in part])),
+            "format_rate": float(np.mean([x["format"] >= 1.0 for x in part])),
+            "structure": float(np.mean([x["structure"] for x in part])),
+            "overall": float(np.mean([x["overall"] for x in part])),
+        }
         t.update(task_metrics(slug, [records[i] for i in idx], [responses[i] for i in idx], masks))
         tasks[slug] = t
-    summary = {"n": len(rows),
-               "accuracy": float(np.mean([x["accuracy"] for x in rows])) if rows else 0.0,
-               "format_rate": float(np.mean([x["format"] >= 1.0 for x in rows])) if rows else 0.0,
-               "tasks": tasks}
+    summary = {
+        "n": len(rows),
+        "accuracy": float(np.mean([x["accuracy"] for x in rows])) if rows else 0.0,
+        "format_rate": float(np.mean([x["format"] >= 1.0 for x in rows])) if rows else 0.0,
+        "tasks": tasks,
+    }
     return summary, rows
 
 
@@ -181,7 +227,10 @@ def merge_tasks(benchmarks: dict[str, dict[str, Any]]) -> dict[str, dict[str, fl
             for k, v in t.items():
                 if k != "n":
                     acc[slug][k] += v * n
-    return {slug: {k: (v / d["n"] if k != "n" else int(v)) for k, v in d.items()} for slug, d in sorted(acc.items())}
+    return {
+        slug: {k: (v / d["n"] if k != "n" else int(v)) for k, v in d.items()}
+        for slug, d in sorted(acc.items())
+    }
 
 
 def model_summary(benchmarks: dict[str, dict[str, Any]]) -> dict[str, Any]:

@@ -65,8 +65,13 @@ def heldout_check(
     examples = [prompt_example(r, media_root, media, style) for r in records]
     completions = engine.generate(examples, SamplingParams(n=1, greedy=True, max_new_tokens=max_new_tokens))
     items = [
-        {"response": c[0].text, "ground_truth": ex.ground_truth, "problem_type": ex.problem_type,
-         "data_type": ex.data_type, "problem_id": ex.problem_id}
+        {
+            "response": c[0].text,
+            "ground_truth": ex.ground_truth,
+            "problem_type": ex.problem_type,
+            "data_type": ex.data_type,
+            "problem_id": ex.problem_id,
+        }
         for ex, c in zip(examples, completions, strict=True)
     ]
     scores = compute_score(items)

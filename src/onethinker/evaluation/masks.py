@@ -40,11 +40,22 @@ def box_to_px(box: Sequence[float], w: int, h: int) -> tuple[int, int, int, int]
 
 
 class MaskDecoder(Protocol):
-    def image_mask(self, image: np.ndarray, box: Sequence[float], positive: Sequence[Sequence[float]],
-                   negative: Sequence[Sequence[float]]) -> np.ndarray: ...
+    def image_mask(
+        self,
+        image: np.ndarray,
+        box: Sequence[float],
+        positive: Sequence[Sequence[float]],
+        negative: Sequence[Sequence[float]],
+    ) -> np.ndarray: ...
 
-    def video_masks(self, frames: np.ndarray, key_index: int, box: Sequence[float],
-                    positive: Sequence[Sequence[float]], negative: Sequence[Sequence[float]]) -> list[np.ndarray]: ...
+    def video_masks(
+        self,
+        frames: np.ndarray,
+        key_index: int,
+        box: Sequence[float],
+        positive: Sequence[Sequence[float]],
+        negative: Sequence[Sequence[float]],
+    ) -> list[np.ndarray]: ...
 
 
 class GrabCutDecoder:
@@ -64,8 +75,15 @@ class GrabCutDecoder:
         bgd, fgd = np.zeros((1, 65), np.float64), np.zeros((1, 65), np.float64)
         # degenerate seeds (e.g. no background sample) raise: keep the seeds' own labels then
         with contextlib.suppress(cv2.error):
-            cv2.grabCut(np.ascontiguousarray(image[..., ::-1]), mask, None, bgd, fgd, self.iterations,
-                        cv2.GC_INIT_WITH_MASK)
+            cv2.grabCut(
+                np.ascontiguousarray(image[..., ::-1]),
+                mask,
+                None,
+                bgd,
+                fgd,
+                self.iterations,
+                cv2.GC_INIT_WITH_MASK,
+            )
         return (mask == cv2.GC_FGD) | (mask == cv2.GC_PR_FGD)
 
     def _seed(self, shape: tuple[int, int], box_px, positive_px, negative_px) -> np.ndarray:
@@ -77,15 +95,19 @@ class GrabCutDecoder:
         seed[y1:y2, x1:x2] = cv2.GC_PR_FGD
         r = self.point_radius
         for x, y in negative_px:
-            seed[max(0, y - r): y + r + 1, max(0, x - r): x + r + 1] = cv2.GC_BGD
+            seed[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1] = cv2.GC_BGD
         for x, y in positive_px:
-            seed[max(0, y - r): y + r + 1, max(0, x - r): x + r + 1] = cv2.GC_FGD
+            seed[max(0, y - r) : y + r + 1, max(0, x - r) : x + r + 1] = cv2.GC_FGD
         return seed
 
     def image_mask(self, image, box, positive, negative) -> np.ndarray:
         h, w = image.shape[:2]
-        seed = self._seed((h, w), box_to_px(box, w, h), [grid_to_px(p, w, h) for p in positive],
-                          [grid_to_px(p, w, h) for p in negative])
+        seed = self._seed(
+            (h, w),
+            box_to_px(box, w, h),
+            [grid_to_px(p, w, h) for p in positive],
+            [grid_to_px(p, w, h) for p in negative],
+        )
         return self._grabcut(image, seed)
 
     def _propagate(self, frame: np.ndarray, prev: np.ndarray, colour: np.ndarray) -> np.ndarray:
@@ -148,8 +170,9 @@ class SAM2Decoder:  # pragma: no cover - needs the sam2 package, its weights and
     def image_mask(self, image, box, positive, negative) -> np.ndarray:
         box_px, pts, labels = self._prompts(image.shape[:2], box, positive, negative)
         self.image_predictor.set_image(image)
-        masks, scores, _ = self.image_predictor.predict(point_coords=pts, point_labels=labels, box=box_px,
-                                                        multimask_output=False)
+        masks, scores, _ = self.image_predictor.predict(
+            point_coords=pts, point_labels=labels, box=box_px, multimask_output=False
+        )
         return masks[0].astype(bool)
 
     def video_masks(self, frames, key_index, box, positive, negative) -> list[np.ndarray]:
@@ -163,8 +186,9 @@ class SAM2Decoder:  # pragma: no cover - needs the sam2 package, its weights and
                 Image.fromarray(f).save(Path(tmp) / f"{i:05d}.jpg")
             state = self.video_predictor.init_state(video_path=tmp)
             box_px, pts, labels = self._prompts(frames[0].shape[:2], box, positive, negative)
-            self.video_predictor.add_new_points_or_box(state, frame_idx=key_index, obj_id=1, points=pts,
-                                                       labels=labels, box=box_px)
+            self.video_predictor.add_new_points_or_box(
+                state, frame_idx=key_index, obj_id=1, points=pts, labels=labels, box=box_px
+            )
             out: dict[int, np.ndarray] = {}
             for reverse in (False, True):
                 for idx, _, logits in self.video_predictor.propagate_in_video(state, reverse=reverse):
@@ -173,11 +197,15 @@ class SAM2Decoder:  # pragma: no cover - needs the sam2 package, its weights and
         return [out.get(i, empty) for i in range(len(frames))]
 
 
-def make_decoder(name: str, sam2_config: str | None = None, sam2_checkpoint: str | None = None) -> MaskDecoder:
+def make_decoder(
+    name: str, sam2_config: str | None = None, sam2_checkpoint: str | None = None
+) -> MaskDecoder:
     if name == "grabcut":
         return GrabCutDecoder()
     if name == "sam2":
         if not (sam2_config and sam2_checkpoint):
-            raise ValueError("evaluate.mask_decoder: sam2 needs evaluate.sam2_config and evaluate.sam2_checkpoint")
+            raise ValueError(
+                "evaluate.mask_decoder: sam2 needs evaluate.sam2_config and evaluate.sam2_checkpoint"
+            )
         return SAM2Decoder(sam2_config, sam2_checkpoint)
     raise ValueError(f"unknown mask decoder {name!r} (grabcut or sam2)")

@@ -43,8 +43,14 @@ def _mask_fn(media_root: Path, decoder):
         from PIL import Image
 
         gt = record.get("masks") or []
-        path = resolve_media(media_root, record.get("path") or (record.get("images") or record.get("videos"))[0])
-        box, pos, neg = _box(pred.get("boxes")), _points(pred.get("positive_points")), _points(pred.get("negative_points"))
+        path = resolve_media(
+            media_root, record.get("path") or (record.get("images") or record.get("videos"))[0]
+        )
+        box, pos, neg = (
+            _box(pred.get("boxes")),
+            _points(pred.get("positive_points")),
+            _points(pred.get("negative_points")),
+        )
         if record.get("data_type") == "video":
             clip = decode_video(path, fps=1e6, max_frames=100000)  # every native frame: masks are per frame
             h, w = clip.frames.shape[1:3]
@@ -69,9 +75,17 @@ def _benchmarks(cfg: EvaluateConfig, manifest: dict[str, Any]) -> tuple[list[Pat
     return [Path(f) for f in manifest["eval_files"]], Path(manifest["media_root"])
 
 
-def evaluate_model(name: str, model_dir: Path, benchmarks: list[Path], media_root: Path, cfg: EvaluateConfig,
-                   media: MediaConfig, style: PromptStyle, decoder, progress: bool = True
-                   ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+def evaluate_model(
+    name: str,
+    model_dir: Path,
+    benchmarks: list[Path],
+    media_root: Path,
+    cfg: EvaluateConfig,
+    media: MediaConfig,
+    style: PromptStyle,
+    decoder,
+    progress: bool = True,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate one model on every benchmark; generation results are cached per model fingerprint."""
     from tqdm import tqdm
 
@@ -106,18 +120,37 @@ def evaluate_model(name: str, model_dir: Path, benchmarks: list[Path], media_roo
             if model is None:
                 processor = load_processor(model_dir)
                 model = load_model(model_dir).to(device())
-                engine = (HFRolloutEngine(model, processor, cfg.batch_size) if cfg.engine == "hf"
-                          else make_engine(cfg.engine, model, processor, cfg.batch_size, str(model_dir)))
+                engine = (
+                    HFRolloutEngine(model, processor, cfg.batch_size)
+                    if cfg.engine == "hf"
+                    else make_engine(cfg.engine, model, processor, cfg.batch_size, str(model_dir))
+                )
             sampling = SamplingParams(n=1, greedy=True, max_new_tokens=cfg.max_new_tokens)
-            with tqdm(total=len(records), initial=len(records) - len(todo), desc=f"eval {name}:{bench.stem}",
-                      unit="sample", disable=not progress) as bar, open(cache_file, "a") as out:
+            with (
+                tqdm(
+                    total=len(records),
+                    initial=len(records) - len(todo),
+                    desc=f"eval {name}:{bench.stem}",
+                    unit="sample",
+                    disable=not progress,
+                ) as bar,
+                open(cache_file, "a") as out,
+            ):
                 for i in range(0, len(todo), cfg.batch_size):
                     chunk = todo[i : i + cfg.batch_size]
                     examples = [prompt_example(r, media_root, media, style) for r in chunk]
                     for r, c in zip(chunk, engine.generate(examples, sampling), strict=True):
                         cached[str(r.get("problem_id"))] = c[0].text
-                        out.write(json.dumps({"problem_id": str(r.get("problem_id")), "response": c[0].text,
-                                              "settings": settings}) + "\n")
+                        out.write(
+                            json.dumps(
+                                {
+                                    "problem_id": str(r.get("problem_id")),
+                                    "response": c[0].text,
+                                    "settings": settings,
+                                }
+                            )
+                            + "\n"
+                        )
                     out.flush()
                     bar.update(len(chunk))
         responses = [cached[str(r.get("problem_id"))] for r in records]
@@ -144,7 +177,10 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
                 t = result["models"][m]["tasks"].get(s, {})
                 w.writerow([m, s, round(t.get("accuracy", 0.0), 6), round(t.get("format_rate", 0.0), 6)])
     paths = []
-    for metric, title in (("accuracy", "Held-out accuracy per task"), ("format_rate", "Format rate per task")):
+    for metric, title in (
+        ("accuracy", "Held-out accuracy per task"),
+        ("format_rate", "Format rate per task"),
+    ):
         fig, ax = plt.subplots(figsize=(11, 5))
         width = 0.8 / max(1, len(models))
         x = np.arange(len(slugs))
@@ -178,7 +214,11 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
     reports = Path(cfg.reports_dir)
     reports.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
-    run_ctx = tracking.stage_run("evaluate", {"evaluate": to_dict(cfg)}) if cfg.log_mlflow else contextlib.nullcontext()
+    run_ctx = (
+        tracking.stage_run("evaluate", {"evaluate": to_dict(cfg)})
+        if cfg.log_mlflow
+        else contextlib.nullcontext()
+    )
     with run_ctx as run:
         result: dict[str, Any] = {"models": {}}
         for name in cfg.models:
@@ -186,8 +226,9 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
             if not (model_dir / "config.json").exists():
                 raise FileNotFoundError(f"evaluate.models: {name!r} has no model at {model_dir}")
             t_model = time.perf_counter()
-            summary, rows = evaluate_model(name, model_dir, benchmarks, media_root, cfg, p.media, p.prompt.style,
-                                           decoder, progress)
+            summary, rows = evaluate_model(
+                name, model_dir, benchmarks, media_root, cfg, p.media, p.prompt.style, decoder, progress
+            )
             summary["seconds"] = round(time.perf_counter() - t_model, 2)
             result["models"][name] = summary
             pred_dir = reports / "predictions"
@@ -196,15 +237,27 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
             if run is not None:
                 import mlflow
 
-                flat = {f"eval/{name}/mean_accuracy": summary["mean_accuracy"],
-                        f"eval/{name}/format_rate": summary["format_rate"]}
+                flat = {
+                    f"eval/{name}/mean_accuracy": summary["mean_accuracy"],
+                    f"eval/{name}/format_rate": summary["format_rate"],
+                }
                 for slug, t in summary["tasks"].items():
                     for k, v in t.items():
                         if k != "n":
                             flat[f"eval/{name}/{slug}/{k}"] = v
                 tracking.log_metrics(flat)
-                cols: dict[str, list] = {k: [] for k in ("benchmark", "task", "problem_id", "response",
-                                                         "ground_truth", "accuracy", "format")}
+                cols: dict[str, list] = {
+                    k: []
+                    for k in (
+                        "benchmark",
+                        "task",
+                        "problem_id",
+                        "response",
+                        "ground_truth",
+                        "accuracy",
+                        "format",
+                    )
+                }
                 for r in rows:
                     for k in cols:
                         cols[k].append(r.get(k) if k != "problem_id" else str(r.get(k)))

@@ -13,7 +13,6 @@ from onethinker.config import require
 _NAME_OK = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.\-]*$")
 
 
-
 @dataclass(frozen=True)
 class FloorsConfig:
     """Absolute floors a candidate must reach to become the *first* champion (no champion to beat yet)."""

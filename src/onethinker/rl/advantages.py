@@ -62,7 +62,6 @@ TaskMomentSums = dict[str, tuple[float, float, int]]
 MomentReducer = Callable[[TaskMomentSums], TaskMomentSums]
 
 
-
 @dataclass(frozen=True)
 class AdvantageConfig:
     """How advantages are estimated from the scalar scores of each rollout group."""

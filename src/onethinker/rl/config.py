@@ -11,7 +11,6 @@ from onethinker.rl.advantages import AdvantageConfig
 Switch = Literal["auto", "on", "off"]
 
 
-
 @dataclass(frozen=True)
 class GRPOConfig:
     """EMA-GRPO (or GRPO / Dr.GRPO) on the RL training file, rewards from ``onethinker.rewards``."""
@@ -75,8 +74,11 @@ class GRPOConfig:
         require(self.steps >= 1, f"{key}.steps", "must be >= 1")
         require(self.n >= 2, f"{key}.n", "a group needs at least 2 completions")
         require(self.rollout_batch_size >= 1, f"{key}.rollout_batch_size", "must be >= 1")
-        require(1 <= self.global_batch_size <= self.rollout_batch_size, f"{key}.global_batch_size",
-                 "must be in 1..rollout_batch_size")
+        require(
+            1 <= self.global_batch_size <= self.rollout_batch_size,
+            f"{key}.global_batch_size",
+            "must be in 1..rollout_batch_size",
+        )
         require(self.micro_batch_size >= 1, f"{key}.micro_batch_size", "must be >= 1")
         require(self.ppo_epochs >= 1, f"{key}.ppo_epochs", "must be >= 1")
         require(self.temperature > 0, f"{key}.temperature", "must be positive")
@@ -86,8 +88,11 @@ class GRPOConfig:
         require(0 <= self.clip_low < 1, f"{key}.clip_low", "must be in [0, 1)")
         require(self.clip_high >= 0, f"{key}.clip_high", "must be >= 0")
         require(self.kl_coef >= 0, f"{key}.kl_coef", "must be >= 0")
-        require(0 <= self.filter_low < self.filter_high <= 1, f"{key}.filter_low",
-                 "need 0 <= filter_low < filter_high <= 1")
+        require(
+            0 <= self.filter_low < self.filter_high <= 1,
+            f"{key}.filter_low",
+            "need 0 <= filter_low < filter_high <= 1",
+        )
         require(self.max_filter_retries >= 0, f"{key}.max_filter_retries", "must be >= 0")
         require(self.save_every >= 1, f"{key}.save_every", "must be >= 1")
         require(self.rollout_table_every >= 1, f"{key}.rollout_table_every", "must be >= 1")

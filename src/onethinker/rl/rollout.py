@@ -45,7 +45,9 @@ class RolloutEngine(Protocol):
 class HFRolloutEngine:
     """Hugging Face ``generate`` on the policy model itself (so new weights are always in use)."""
 
-    def __init__(self, model: torch.nn.Module, processor: Any, batch_size: int = 32, device: str | None = None):
+    def __init__(
+        self, model: torch.nn.Module, processor: Any, batch_size: int = 32, device: str | None = None
+    ):
         self.model = model
         self.processor = processor
         self.batch_size = batch_size
@@ -56,7 +58,9 @@ class HFRolloutEngine:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos])
         # A completion must never contain vision placeholders: the model would expect media features for them.
         vision = ("<|image_pad|>", "<|video_pad|>", "<|vision_start|>", "<|vision_end|>", "<|im_start|>")
-        self.suppress = [i for i in tok.convert_tokens_to_ids(list(vision)) if i is not None and i != tok.unk_token_id]
+        self.suppress = [
+            i for i in tok.convert_tokens_to_ids(list(vision)) if i is not None and i != tok.unk_token_id
+        ]
 
     def load_weights(self, model: torch.nn.Module) -> None:
         self.model = model
@@ -64,12 +68,17 @@ class HFRolloutEngine:
     def encode(self, example: Example) -> dict[str, torch.Tensor]:
         from onethinker.modeling.inputs import encode_chat
 
-        return encode_chat(self.processor, example.messages, example.images, example.videos,
-                           add_generation_prompt=True)
+        return encode_chat(
+            self.processor, example.messages, example.images, example.videos, add_generation_prompt=True
+        )
 
     @torch.no_grad()
-    def generate(self, examples: Sequence[Example], sampling: SamplingParams,
-                 encoded: Sequence[dict[str, torch.Tensor]] | None = None) -> list[list[Completion]]:
+    def generate(
+        self,
+        examples: Sequence[Example],
+        sampling: SamplingParams,
+        encoded: Sequence[dict[str, torch.Tensor]] | None = None,
+    ) -> list[list[Completion]]:
         from onethinker.modeling.inputs import collate, model_inputs
 
         encoded = list(encoded) if encoded is not None else [self.encode(ex) for ex in examples]
@@ -77,8 +86,12 @@ class HFRolloutEngine:
         texts: list[Completion] = []
         was_training = self.model.training
         self.model.eval()
-        gen_kwargs: dict[str, Any] = {"max_new_tokens": sampling.max_new_tokens, "pad_token_id": self.pad_id,
-                                      "use_cache": True, "suppress_tokens": self.suppress}
+        gen_kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_new_tokens,
+            "pad_token_id": self.pad_id,
+            "use_cache": True,
+            "suppress_tokens": self.suppress,
+        }
         if sampling.greedy or sampling.temperature <= 0:
             gen_kwargs.update(do_sample=False, temperature=None, top_p=None, top_k=None)
         else:
@@ -106,15 +119,26 @@ class HFRolloutEngine:
 class VLLMRolloutEngine:
     """vLLM, colocated with the trainer (GPU workers only). Imported lazily."""
 
-    def __init__(self, model_path: str, gpu_memory_utilization: float = 0.5, max_model_len: int = 16384,
-                 limit_mm_per_prompt: dict[str, int] | None = None):
+    def __init__(
+        self,
+        model_path: str,
+        gpu_memory_utilization: float = 0.5,
+        max_model_len: int = 16384,
+        limit_mm_per_prompt: dict[str, int] | None = None,
+    ):
         try:
             from vllm import LLM
         except ImportError as exc:  # pragma: no cover - needs a GPU worker
-            raise RuntimeError("the vllm engine needs `pip install onethinker[gpu]` on a CUDA machine") from exc
-        self.llm = LLM(model=model_path, gpu_memory_utilization=gpu_memory_utilization,
-                       max_model_len=max_model_len, enable_sleep_mode=True,
-                       limit_mm_per_prompt=limit_mm_per_prompt or {"image": 1, "video": 1})
+            raise RuntimeError(
+                "the vllm engine needs `pip install onethinker[gpu]` on a CUDA machine"
+            ) from exc
+        self.llm = LLM(
+            model=model_path,
+            gpu_memory_utilization=gpu_memory_utilization,
+            max_model_len=max_model_len,
+            enable_sleep_mode=True,
+            limit_mm_per_prompt=limit_mm_per_prompt or {"image": 1, "video": 1},
+        )
         from transformers import AutoProcessor
 
         self.processor = AutoProcessor.from_pretrained(model_path)
@@ -124,15 +148,22 @@ class VLLMRolloutEngine:
         runner = self.llm.llm_engine.model_executor.driver_worker.worker.model_runner.model
         runner.load_weights(state.items())
 
-    def generate(self, examples: Sequence[Example], sampling: SamplingParams
-                 ) -> list[list[Completion]]:  # pragma: no cover - needs a GPU worker
+    def generate(
+        self, examples: Sequence[Example], sampling: SamplingParams
+    ) -> list[list[Completion]]:  # pragma: no cover - needs a GPU worker
         from vllm import SamplingParams as VSampling
 
-        params = VSampling(n=sampling.n, temperature=0.0 if sampling.greedy else sampling.temperature,
-                           top_p=sampling.top_p, max_tokens=sampling.max_new_tokens)
+        params = VSampling(
+            n=sampling.n,
+            temperature=0.0 if sampling.greedy else sampling.temperature,
+            top_p=sampling.top_p,
+            max_tokens=sampling.max_new_tokens,
+        )
         requests = []
         for ex in examples:
-            prompt = self.processor.apply_chat_template(ex.messages, add_generation_prompt=True, tokenize=False)
+            prompt = self.processor.apply_chat_template(
+                ex.messages, add_generation_prompt=True, tokenize=False
+            )
             mm: dict[str, Any] = {}
             if ex.images:
                 mm["image"] = ex.images[0]
@@ -140,12 +171,15 @@ class VLLMRolloutEngine:
                 mm["video"] = ex.videos[0].frames
             requests.append({"prompt": prompt, "multi_modal_data": mm})
         outputs = self.llm.generate(requests, params)
-        return [[Completion(o.text, list(o.token_ids), o.finish_reason == "stop") for o in out.outputs]
-                for out in outputs]
+        return [
+            [Completion(o.text, list(o.token_ids), o.finish_reason == "stop") for o in out.outputs]
+            for out in outputs
+        ]
 
 
-def make_engine(name: str, model: torch.nn.Module, processor: Any, batch_size: int = 32,
-                model_path: str | None = None) -> RolloutEngine:
+def make_engine(
+    name: str, model: torch.nn.Module, processor: Any, batch_size: int = 32, model_path: str | None = None
+) -> RolloutEngine:
     if name == "hf":
         return HFRolloutEngine(model, processor, batch_size)
     if name == "vllm":

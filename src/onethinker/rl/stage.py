@@ -25,7 +25,9 @@ def write_curves(history: list[dict[str, float]], plots_dir: Path) -> list[Path]
             for part in ("overall", "accuracy"):
                 key = f"train/reward/{part}/{slug}"
                 if key in h:
-                    rows.append({"step": int(h["step"]), "task": slug, "metric": part, "value": round(h[key], 6)})
+                    rows.append(
+                        {"step": int(h["step"]), "task": slug, "metric": part, "value": round(h[key], 6)}
+                    )
     csv_path = plots_dir / "reward_curves.csv"
     with open(csv_path, "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=["step", "task", "metric", "value"])
@@ -74,8 +76,11 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
     media_root = Path(manifest["media_root"])
     trainer = GRPOTrainer(cfg, load_rl_records(manifest["train_files"]), media_root, p.media, p.prompt.style)
     is_main = trainer.rank == 0
-    run_ctx = (tracking.stage_run("grpo", {"grpo": to_dict(cfg), "media": to_dict(p.media)})
-               if cfg.log_mlflow and is_main else contextlib.nullcontext())
+    run_ctx = (
+        tracking.stage_run("grpo", {"grpo": to_dict(cfg), "media": to_dict(p.media)})
+        if cfg.log_mlflow and is_main
+        else contextlib.nullcontext()
+    )
     history: list[dict[str, float]] = []
     hist_path = Path(cfg.checkpoint_dir) / "history.jsonl"
     with run_ctx as run:
@@ -84,7 +89,9 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
             history = [h for h in map(json.loads, hist_path.read_text().splitlines()) if h["step"] <= start]
         elif hist_path.exists():
             hist_path.unlink()
-        bar = tqdm(total=cfg.steps, initial=start, desc="grpo", unit="step", disable=not progress or not is_main)
+        bar = tqdm(
+            total=cfg.steps, initial=start, desc="grpo", unit="step", disable=not progress or not is_main
+        )
         while trainer.step_no < cfg.steps:
             stats = trainer.step()
             bar.update(1)
@@ -96,7 +103,9 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
             if run is not None and step % cfg.rollout_table_every == 0 and stats.table_rows:
                 import mlflow
 
-                mlflow.log_table(data=_columns(stats.table_rows), artifact_file=f"rollouts/step_{step:06d}.json")
+                mlflow.log_table(
+                    data=_columns(stats.table_rows), artifact_file=f"rollouts/step_{step:06d}.json"
+                )
             if step % cfg.save_every == 0 or step == cfg.steps:
                 trainer.save()
                 if is_main:
@@ -106,15 +115,21 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
                 bar.close()
                 return {"steps": step, "interrupted": True, "ema": trainer.ema.to_dict()}
         bar.close()
-        summary: dict[str, Any] = {"steps": trainer.step_no, "resumed_from_step": start,
-                                   "ema": trainer.ema.to_dict(), "parameters": trainer.param_counts}
+        summary: dict[str, Any] = {
+            "steps": trainer.step_no,
+            "resumed_from_step": start,
+            "ema": trainer.ema.to_dict(),
+            "parameters": trainer.param_counts,
+        }
         if not is_main:
             return summary
-        last = history[-max(1, min(5, len(history))):]
+        last = history[-max(1, min(5, len(history))) :]
         final: dict[str, dict[str, float]] = {}
         for slug in TASK_SLUGS:
-            vals = {part: [h[f"train/reward/{part}/{slug}"] for h in last if f"train/reward/{part}/{slug}" in h]
-                    for part in ("overall", "accuracy", "format", "structure")}
+            vals = {
+                part: [h[f"train/reward/{part}/{slug}"] for h in last if f"train/reward/{part}/{slug}" in h]
+                for part in ("overall", "accuracy", "format", "structure")
+            }
             if vals["overall"]:
                 final[slug] = {part: sum(v) / len(v) for part, v in vals.items() if v}
         summary["train_reward_last5"] = final
@@ -123,14 +138,18 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
             summary["seconds"] = round(sum(h["perf/step_s"] for h in perf), 2)
             summary["tokens_per_s"] = round(sum(h["perf/tokens_per_s"] for h in perf) / len(perf), 1)
         summary["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-        out = save_hf_folder(trainer.model, trainer.processor, cfg.output_dir,
-                             trainer.engine.full_state_dict() if getattr(trainer.engine, "zero_stage", 0) == 3
-                             else None)
+        out = save_hf_folder(
+            trainer.model,
+            trainer.processor,
+            cfg.output_dir,
+            trainer.engine.full_state_dict() if getattr(trainer.engine, "zero_stage", 0) == 3 else None,
+        )
         if cfg.heldout_per_task > 0:
             engine = HFRolloutEngine(trainer.model, trainer.processor, batch_size=cfg.generation_batch_size)
             records = heldout_records(manifest["eval_files"], cfg.heldout_per_task)
-            held, predictions = heldout_check(engine, records, media_root, p.media, p.prompt.style,
-                                              cfg.heldout_max_new_tokens)
+            held, predictions = heldout_check(
+                engine, records, media_root, p.media, p.prompt.style, cfg.heldout_max_new_tokens
+            )
             summary["heldout"] = held
             pred = Path("reports") / "grpo" / "heldout_predictions.jsonl"
             pred.parent.mkdir(parents=True, exist_ok=True)
@@ -138,13 +157,21 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
         pngs = write_curves(history, Path(cfg.plots_dir))
         metrics_path = Path(cfg.metrics_file)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text(json.dumps({k: v for k, v in summary.items() if k != "ema"} |
-                                           {"ema": summary["ema"]}, indent=2, sort_keys=True) + "\n")
+        metrics_path.write_text(
+            json.dumps(
+                {k: v for k, v in summary.items() if k != "ema"} | {"ema": summary["ema"]},
+                indent=2,
+                sort_keys=True,
+            )
+            + "\n"
+        )
         if run is not None:
             import mlflow
 
-            flat = {"heldout/format_rate": summary.get("heldout", {}).get("format_rate", float("nan")),
-                    "heldout/mean_accuracy": summary.get("heldout", {}).get("mean_accuracy", float("nan"))}
+            flat = {
+                "heldout/format_rate": summary.get("heldout", {}).get("format_rate", float("nan")),
+                "heldout/mean_accuracy": summary.get("heldout", {}).get("mean_accuracy", float("nan")),
+            }
             for slug, t in summary.get("heldout", {}).get("tasks", {}).items():
                 flat[f"heldout/accuracy/{slug}"] = t["accuracy"]
             tracking.log_metrics(flat)

@@ -102,8 +102,9 @@ def build_batch(seqs: list[Sequence], pad_id: int) -> dict[str, torch.Tensor]:
     return batch
 
 
-def token_logprobs(model: torch.nn.Module, batch: dict[str, torch.Tensor], dev: torch.device,
-                   with_entropy: bool = False) -> tuple[torch.Tensor, torch.Tensor | None]:
+def token_logprobs(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], dev: torch.device, with_entropy: bool = False
+) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Log-prob of each next token (B, L-1) and optionally the entropy of each next-token distribution."""
     from onethinker.modeling.inputs import model_inputs
 
@@ -132,12 +133,26 @@ class StepStats:
 class GRPOTrainer:
     """Holds the policy, the engine, the rollout engine, the EMA state and the data position."""
 
-    def __init__(self, cfg: GRPOConfig, records: list[dict[str, Any]], media_root: Path, media: MediaConfig,
-                 style: PromptStyle, rollout: RolloutEngine | None = None, progress: bool = True):
+    def __init__(
+        self,
+        cfg: GRPOConfig,
+        records: list[dict[str, Any]],
+        media_root: Path,
+        media: MediaConfig,
+        style: PromptStyle,
+        rollout: RolloutEngine | None = None,
+        progress: bool = True,
+    ):
         from onethinker.modeling import load_model, load_processor
 
         seed_everything(cfg.seed)
-        self.cfg, self.records, self.media_root, self.media, self.style = cfg, records, media_root, media, style
+        self.cfg, self.records, self.media_root, self.media, self.style = (
+            cfg,
+            records,
+            media_root,
+            media,
+            style,
+        )
         self.dev = device()
         bf16 = use_bf16(cfg.bf16)
         self.processor = load_processor(cfg.sft_model_dir)
@@ -150,15 +165,26 @@ class GRPOTrainer:
             self.ref_model = load_model(cfg.sft_model_dir, dtype=model.dtype).to(self.dev).eval()
             self.ref_model.requires_grad_(False)
         updates_per_step = max(1, math.ceil(cfg.rollout_batch_size / cfg.global_batch_size)) * cfg.ppo_epochs
-        optim = OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
-                            total_steps=cfg.steps * updates_per_step, grad_accum=1, max_grad_norm=cfg.max_grad_norm)
+        optim = OptimConfig(
+            lr=cfg.lr,
+            weight_decay=cfg.weight_decay,
+            warmup_ratio=cfg.warmup_ratio,
+            total_steps=cfg.steps * updates_per_step,
+            grad_accum=1,
+            max_grad_norm=cfg.max_grad_norm,
+        )
         self.engine = build_engine(model, optim, cfg.deepspeed, cfg.micro_batch_size)
         self.rank, self.world = self.engine.rank, self.engine.world_size
         self.model = self.engine.unwrapped()
         self.rollout = rollout or HFRolloutEngine(self.model, self.processor, cfg.generation_batch_size)
-        self.loss_fn = PolicyLoss(clip_low=cfg.clip_low, clip_high=cfg.clip_high, loss_agg=cfg.loss_agg,
-                                  kl_coef=cfg.kl_coef, entropy_coef=cfg.entropy_coef,
-                                  max_response_length=cfg.max_response_length)
+        self.loss_fn = PolicyLoss(
+            clip_low=cfg.clip_low,
+            clip_high=cfg.clip_high,
+            loss_agg=cfg.loss_agg,
+            kl_coef=cfg.kl_coef,
+            entropy_coef=cfg.entropy_coef,
+            max_response_length=cfg.max_response_length,
+        )
         tok = self.processor.tokenizer
         self.pad_id = tok.pad_token_id
         self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
@@ -167,13 +193,17 @@ class GRPOTrainer:
         self._perms: dict[int, np.ndarray] = {}
         self._prompt_cache: dict[int, tuple[Example, dict[str, torch.Tensor]]] = {}
         self.progress = progress
-        self.config_hash = ckpt.config_hash({"cfg": repr(cfg), "n_records": len(records), "world": self.world})
+        self.config_hash = ckpt.config_hash(
+            {"cfg": repr(cfg), "n_records": len(records), "world": self.world}
+        )
 
     # ---------------------------------------------------------------------------------- data stream
     def _index(self, k: int) -> int:
         epoch, i = divmod(k, len(self.records))
         if epoch not in self._perms:
-            self._perms = {epoch: np.random.default_rng([self.cfg.seed, 1, epoch]).permutation(len(self.records))}
+            self._perms = {
+                epoch: np.random.default_rng([self.cfg.seed, 1, epoch]).permutation(len(self.records))
+            }
         return int(self._perms[epoch][i])
 
     def _next_prompts(self, count: int) -> list[int]:
@@ -196,9 +226,13 @@ class GRPOTrainer:
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save(self) -> None:
-        ckpt.save_checkpoint(Path(self.cfg.checkpoint_dir), self.step_no, self.engine,
-                             {"position": self.position, "ema": self.ema.to_dict(), "config_hash": self.config_hash},
-                             keep=self.cfg.keep_checkpoints)
+        ckpt.save_checkpoint(
+            Path(self.cfg.checkpoint_dir),
+            self.step_no,
+            self.engine,
+            {"position": self.position, "ema": self.ema.to_dict(), "config_hash": self.config_hash},
+            keep=self.cfg.keep_checkpoints,
+        )
 
     def maybe_resume(self) -> int:
         found = ckpt.latest_checkpoint(Path(self.cfg.checkpoint_dir), self.config_hash)
@@ -220,24 +254,44 @@ class GRPOTrainer:
         idx = self._next_prompts(count)
         prompts = [self._prompt(i) for i in idx]
         t0 = time.perf_counter()
-        sampling = SamplingParams(n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p,
-                                  max_new_tokens=cfg.max_response_length)
+        sampling = SamplingParams(
+            n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_response_length
+        )
         if isinstance(self.rollout, HFRolloutEngine):
-            completions = self.rollout.generate([p[0] for p in prompts], sampling, encoded=[p[1] for p in prompts])
+            completions = self.rollout.generate(
+                [p[0] for p in prompts], sampling, encoded=[p[1] for p in prompts]
+            )
         else:
             completions = self.rollout.generate([p[0] for p in prompts], sampling)
         t1 = time.perf_counter()
-        items = [{"response": c.text, "ground_truth": ex.ground_truth, "problem_type": ex.problem_type,
-                  "data_type": ex.data_type, "problem_id": ex.problem_id, "problem": ex.problem}
-                 for (ex, _), group in zip(prompts, completions, strict=True) for c in group]
+        items = [
+            {
+                "response": c.text,
+                "ground_truth": ex.ground_truth,
+                "problem_type": ex.problem_type,
+                "data_type": ex.data_type,
+                "problem_id": ex.problem_id,
+                "problem": ex.problem,
+            }
+            for (ex, _), group in zip(prompts, completions, strict=True)
+            for c in group
+        ]
         scores = compute_score(items)
         t2 = time.perf_counter()
         groups, k = [], 0
         for g, ((ex, enc), group) in enumerate(zip(prompts, completions, strict=True)):
             seqs = []
             for c in group:
-                seqs.append(Sequence(group_offset + g, ex, enc, c, scores[k],
-                                     response_token_ids(c, self.end_id, cfg.max_response_length)))
+                seqs.append(
+                    Sequence(
+                        group_offset + g,
+                        ex,
+                        enc,
+                        c,
+                        scores[k],
+                        response_token_ids(c, self.end_id, cfg.max_response_length),
+                    )
+                )
                 k += 1
             groups.append(seqs)
         return groups, t1 - t0, t2 - t1
@@ -268,7 +322,9 @@ class GRPOTrainer:
             need = cfg.rollout_batch_size - len(kept)
         kept = kept[: cfg.rollout_batch_size]
         metrics = self._reward_metrics(all_groups)
-        metrics["train/filtered_frac"] = 1.0 - len([g for g in all_groups if self._keep(g)]) / max(1, len(all_groups))
+        metrics["train/filtered_frac"] = 1.0 - len([g for g in all_groups if self._keep(g)]) / max(
+            1, len(all_groups)
+        )
         metrics["train/batch_fill"] = len(kept) / cfg.rollout_batch_size
         metrics["train/filter_retries"] = float(retries)
 
@@ -279,17 +335,24 @@ class GRPOTrainer:
             scores = torch.tensor([float(s.score["overall"]) for s in seqs])
             gids = torch.tensor([s.group for s in seqs])
             keys = [task_key(s.example.problem_type, s.example.data_type) for s in seqs]
-            adv, self.ema, adv_stats = compute_advantages(scores, gids, keys, self.ema, cfg.advantage,
-                                                          reduce=self._reduce())
+            adv, self.ema, adv_stats = compute_advantages(
+                scores, gids, keys, self.ema, cfg.advantage, reduce=self._reduce()
+            )
             for s, a in zip(seqs, adv.tolist(), strict=True):
                 s.advantage = a
             metrics.update(self._advantage_metrics(adv_stats))
             metrics.update(self._update(kept))
         update_s = time.perf_counter() - t_update
         n_tokens = sum(len(s.response_ids) for g in all_groups for s in g)
-        metrics.update({"perf/rollout_s": rollout_s, "perf/reward_s": reward_s, "perf/update_s": update_s,
-                        "perf/tokens_per_s": n_tokens / max(1e-9, rollout_s),
-                        "perf/step_s": time.perf_counter() - t_start})
+        metrics.update(
+            {
+                "perf/rollout_s": rollout_s,
+                "perf/reward_s": reward_s,
+                "perf/update_s": update_s,
+                "perf/tokens_per_s": n_tokens / max(1e-9, rollout_s),
+                "perf/step_s": time.perf_counter() - t_start,
+            }
+        )
         self.step_no += 1
         return StepStats(metrics, self._table(all_groups), len(kept))
 
@@ -328,9 +391,14 @@ class GRPOTrainer:
                     lp, ent = token_logprobs(self.engine.module, batch, self.dev, with_entropy=True)
                     mask = batch["response_mask"].to(self.dev)  # (B, L-1)
                     adv = torch.tensor([s.advantage for s in b], device=self.dev)  # (B,)
-                    out = self.loss_fn(lp, old[j].to(self.dev), adv, mask,
-                                       ref[j].to(self.dev) if ref else None, ent)
-                    weight = (float(mask.sum()) / max(1, n_tok)) if cfg.loss_agg == "token-mean" else len(b) / n_seq
+                    out = self.loss_fn(
+                        lp, old[j].to(self.dev), adv, mask, ref[j].to(self.dev) if ref else None, ent
+                    )
+                    weight = (
+                        (float(mask.sum()) / max(1, n_tok))
+                        if cfg.loss_agg == "token-mean"
+                        else len(b) / n_seq
+                    )
                     self.engine.backward(out.loss * weight, boundary=pos == len(window) - 1)
                     grad_norm = self.engine.step()
                     if grad_norm is not None:
@@ -373,8 +441,12 @@ class GRPOTrainer:
         for key, st in stats.items():
             pt, _, dt = key.partition("/")
             slug = task_slug(pt, dt or "image")
-            for name, metric in (("ema_mean", "ema_mean"), ("ema_std", "ema_std"),
-                                 ("guard_fallback_rate", "guard_fallback_rate"), ("adv_abs_mean", "adv_abs_mean")):
+            for name, metric in (
+                ("ema_mean", "ema_mean"),
+                ("ema_std", "ema_std"),
+                ("guard_fallback_rate", "guard_fallback_rate"),
+                ("adv_abs_mean", "adv_abs_mean"),
+            ):
                 if name in st:
                     m[f"train/{metric}/{slug}"] = float(st[name])
         return m
@@ -386,10 +458,19 @@ class GRPOTrainer:
             if seen[s.example.slug] >= self.cfg.rollout_table_per_task:
                 continue
             seen[s.example.slug] += 1
-            rows.append({"step": self.step_no, "task": s.example.slug, "problem_id": s.example.problem_id,
-                         "problem": s.example.problem, "response": s.completion.text,
-                         "ground_truth": s.example.ground_truth, "overall": float(s.score["overall"]),
-                         "accuracy": float(s.score["accuracy"]), "advantage": s.advantage})
+            rows.append(
+                {
+                    "step": self.step_no,
+                    "task": s.example.slug,
+                    "problem_id": s.example.problem_id,
+                    "problem": s.example.problem,
+                    "response": s.completion.text,
+                    "ground_truth": s.example.ground_truth,
+                    "overall": float(s.score["overall"]),
+                    "accuracy": float(s.score["accuracy"]),
+                    "advantage": s.advantage,
+                }
+            )
         return rows
 
 

@@ -10,7 +10,6 @@ from onethinker.config import require
 Switch = Literal["auto", "on", "off"]
 
 
-
 @dataclass(frozen=True)
 class SFTConfig:
     """Full fine-tune of the language model on the sharegpt CoT files, vision tower and projector frozen."""

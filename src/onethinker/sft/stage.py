@@ -25,11 +25,18 @@ def _dataset_input(records_files: list[str], data_root: str) -> None:
     for f in records_files:
         if Path(f).name.startswith("sft"):
             for r in read_records(f):
-                rows.append({"problem_id": str(r.get("problem_id", "")), "problem_type": r.get("problem_type", ""),
-                             "data_type": r.get("data_type", ""), "file": Path(f).name})
+                rows.append(
+                    {
+                        "problem_id": str(r.get("problem_id", "")),
+                        "problem_type": r.get("problem_type", ""),
+                        "data_type": r.get("data_type", ""),
+                        "file": Path(f).name,
+                    }
+                )
     digest = tracking.dvc_out_hash(data_root) or tracking.file_digest(*[Path(f) for f in records_files])
-    ds = mlflow.data.from_pandas(pd.DataFrame(rows), source=str(Path(data_root).resolve()), name="onethinker-sft",
-                                 digest=digest[:36])
+    ds = mlflow.data.from_pandas(
+        pd.DataFrame(rows), source=str(Path(data_root).resolve()), name="onethinker-sft", digest=digest[:36]
+    )
     mlflow.log_input(ds, context="training")
     mlflow.set_tag("dvc_data_hash", digest)
 
@@ -49,21 +56,34 @@ def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, A
     manifest = read_manifest(p.data)
     media_root = Path(manifest["media_root"])
     is_main = int(os.environ.get("RANK", "0")) == 0
-    run_ctx = (tracking.stage_run("sft", {"sft": to_dict(cfg), "media": to_dict(p.media), "prompt": to_dict(p.prompt)})
-               if cfg.log_mlflow and is_main else contextlib.nullcontext())
+    run_ctx = (
+        tracking.stage_run(
+            "sft", {"sft": to_dict(cfg), "media": to_dict(p.media), "prompt": to_dict(p.prompt)}
+        )
+        if cfg.log_mlflow and is_main
+        else contextlib.nullcontext()
+    )
     with run_ctx as run:
         if run is not None:
             _dataset_input(manifest["train_files"], p.data.root)
         model, processor, result = train_sft(
-            cfg, manifest["train_files"], media_root, p.media,
-            logger=tracking.log_metrics if run is not None else None, stop_after_steps=stop_after_steps,
+            cfg,
+            manifest["train_files"],
+            media_root,
+            p.media,
+            logger=tracking.log_metrics if run is not None else None,
+            stop_after_steps=stop_after_steps,
         )
         summary: dict[str, Any] = {
-            "steps": result.steps, "seconds": round(result.seconds, 2), "tokens": result.tokens,
-            "tokens_per_s": round(result.tokens_per_s, 1), "final_loss": result.final_loss,
-            "skipped_overlong": result.skipped_overlong, "resumed_from_step": result.resumed_from,
-            "parameters": result.parameters, "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-                                                                   / 1024, 1),
+            "steps": result.steps,
+            "seconds": round(result.seconds, 2),
+            "tokens": result.tokens,
+            "tokens_per_s": round(result.tokens_per_s, 1),
+            "final_loss": result.final_loss,
+            "skipped_overlong": result.skipped_overlong,
+            "resumed_from_step": result.resumed_from,
+            "parameters": result.parameters,
+            "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
         }
         if stop_after_steps is not None and result.steps < (cfg.max_steps or result.steps + 1):
             return summary  # interrupted on purpose (tests): no export
@@ -73,8 +93,9 @@ def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, A
         if cfg.heldout_per_task > 0:
             engine = HFRolloutEngine(model, processor, batch_size=cfg.generation_batch_size)
             records = heldout_records(manifest["eval_files"], cfg.heldout_per_task)
-            held, predictions = heldout_check(engine, records, media_root, p.media, p.prompt.style,
-                                              cfg.heldout_max_new_tokens)
+            held, predictions = heldout_check(
+                engine, records, media_root, p.media, p.prompt.style, cfg.heldout_max_new_tokens
+            )
             summary["heldout"] = held
             pred_path = Path("reports") / "sft" / "heldout_predictions.jsonl"
             pred_path.parent.mkdir(parents=True, exist_ok=True)

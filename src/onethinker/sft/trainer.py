@@ -65,8 +65,16 @@ class SFTResult:
 class SFTData:
     """SFT records, encoded on demand (and cached), addressed by stream position."""
 
-    def __init__(self, records: list[dict[str, Any]], media_root: Path, media: MediaConfig, processor: Any,
-                 cutoff_len: int, seed: int, cache: bool):
+    def __init__(
+        self,
+        records: list[dict[str, Any]],
+        media_root: Path,
+        media: MediaConfig,
+        processor: Any,
+        cutoff_len: int,
+        seed: int,
+        cache: bool,
+    ):
         self.records, self.media_root, self.media = records, media_root, media
         self.processor, self.cutoff_len, self.seed, self.cache = processor, cutoff_len, seed, cache
         self._cache: dict[int, dict[str, torch.Tensor] | None] = {}
@@ -126,7 +134,9 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
     shift_labels = labels[:, 1:]  # (B, L-1)
     mask = shift_labels != -100  # (B, L-1)
     tok = torch.nn.functional.cross_entropy(
-        shift_logits.reshape(-1, shift_logits.shape[-1]), shift_labels.clamp_min(0).reshape(-1), reduction="none"
+        shift_logits.reshape(-1, shift_logits.shape[-1]),
+        shift_labels.clamp_min(0).reshape(-1),
+        reduction="none",
     ).view_as(shift_labels)  # (B, L-1)
     return (tok * mask).sum(dim=1), mask.sum(dim=1)
 
@@ -161,13 +171,21 @@ def train_sft(
     world = int(torch.distributed.get_world_size()) if torch.distributed.is_initialized() else 1
     per_step = cfg.batch_size * cfg.grad_accum * world
     total = cfg.max_steps or max(1, math.ceil(cfg.epochs * len(records) / per_step))
-    optim = OptimConfig(lr=cfg.lr, weight_decay=cfg.weight_decay, warmup_ratio=cfg.warmup_ratio,
-                        total_steps=total, grad_accum=cfg.grad_accum, max_grad_norm=cfg.max_grad_norm,
-                        min_lr_ratio=cfg.min_lr_ratio)
+    optim = OptimConfig(
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        warmup_ratio=cfg.warmup_ratio,
+        total_steps=total,
+        grad_accum=cfg.grad_accum,
+        max_grad_norm=cfg.max_grad_norm,
+        min_lr_ratio=cfg.min_lr_ratio,
+    )
     engine = build_engine(model, optim, cfg.deepspeed, cfg.batch_size)
     world, rank = engine.world_size, engine.rank
 
-    chash = ckpt.config_hash({"cfg": cfg.__dict__, "n": len(records), "world": world, "media": media.__dict__})
+    chash = ckpt.config_hash(
+        {"cfg": cfg.__dict__, "n": len(records), "world": world, "media": media.__dict__}
+    )
     start_step, position = 0, 0
     found = ckpt.latest_checkpoint(Path(cfg.checkpoint_dir), chash)
     if found is not None:
@@ -216,8 +234,11 @@ def train_sft(
         if step % cfg.log_every == 0 or step == total:
             now = time.perf_counter()
             last_loss = float(np.mean(window["loss"])) if window["loss"] else float("nan")
-            metrics = {"train/loss": last_loss, "train/lr": engine.lr,
-                       "perf/tokens_per_s": tok_window / max(1e-9, now - t_window)}
+            metrics = {
+                "train/loss": last_loss,
+                "train/lr": engine.lr,
+                "perf/tokens_per_s": tok_window / max(1e-9, now - t_window),
+            }
             if window["grad_norm"]:
                 metrics["train/grad_norm"] = float(np.mean(window["grad_norm"]))
             for slug, (ls, nt) in task_sums.items():
@@ -231,8 +252,13 @@ def train_sft(
             task_sums.clear()
             t_window, tok_window = now, 0
         if step % cfg.save_every == 0 or step == total:
-            ckpt.save_checkpoint(Path(cfg.checkpoint_dir), step, engine,
-                                 {"position": position, "config_hash": chash}, keep=cfg.keep_checkpoints)
+            ckpt.save_checkpoint(
+                Path(cfg.checkpoint_dir),
+                step,
+                engine,
+                {"position": position, "config_hash": chash},
+                keep=cfg.keep_checkpoints,
+            )
         if stop_after_steps is not None and step >= stop_after_steps and step < total:
             break
     bar.close()
@@ -242,9 +268,17 @@ def train_sft(
     trained.config.use_cache = True
     if use_gradient_checkpointing(cfg.gradient_checkpointing):
         trained.gradient_checkpointing_disable()
-    result = SFTResult(steps=step, seconds=seconds, tokens=tokens_total, final_loss=last_loss,
-                       skipped_overlong=data.skipped, resumed_from=start_step, parameters=counts, history=history,
-                       export_state=engine.full_state_dict() if getattr(engine, "zero_stage", 0) == 3 else None)
+    result = SFTResult(
+        steps=step,
+        seconds=seconds,
+        tokens=tokens_total,
+        final_loss=last_loss,
+        skipped_overlong=data.skipped,
+        resumed_from=start_step,
+        parameters=counts,
+        history=history,
+        export_state=engine.full_state_dict() if getattr(engine, "zero_stage", 0) == 3 else None,
+    )
     return trained, processor, result
 
 

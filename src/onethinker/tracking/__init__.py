@@ -87,10 +87,18 @@ def git_commit(root: Path | None = None) -> tuple[str, bool]:
     """(commit sha, dirty) of the project's git checkout; ("unknown", False) outside git."""
     root = root or repo_root()
     try:
-        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True,
-                             check=True, timeout=10).stdout.strip()
-        dirty = bool(subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=root,
-                                    capture_output=True, text=True, timeout=10).stdout.strip())
+        sha = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(
+                ["git", "status", "--porcelain", "--untracked-files=no"],
+                cwd=root,
+                capture_output=True,
+                text=True,
+                timeout=10,
+            ).stdout.strip()
+        )
         return sha, dirty
     except (OSError, subprocess.SubprocessError):
         return "unknown", False
@@ -152,15 +160,19 @@ def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
 
     import mlflow
 
-    clean = {sanitize_metric_name(k): float(v) for k, v in metrics.items()
-             if isinstance(v, int | float) and math.isfinite(float(v))}
+    clean = {
+        sanitize_metric_name(k): float(v)
+        for k, v in metrics.items()
+        if isinstance(v, int | float) and math.isfinite(float(v))
+    }
     if clean:
         mlflow.log_metrics(clean, step=step)
 
 
 @contextlib.contextmanager
-def stage_run(stage: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
-              ) -> Iterator[Any]:
+def stage_run(
+    stage: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
+) -> Iterator[Any]:
     """An MLflow run for one stage; nested under ``$ONETHINKER_PARENT_RUN_ID`` when set."""
     import mlflow
 
@@ -168,8 +180,13 @@ def stage_run(stage: str, params: Mapping[str, Any] | None = None, tags: Mapping
     exp = experiment_id()
     parent = os.environ.get(PARENT_ENV)
     sha, dirty = git_commit()
-    all_tags = {"onethinker.stage": stage, "mlflow.source.git.commit": sha, "git_commit": sha,
-                "git_dirty": str(dirty).lower(), **(tags or {})}
+    all_tags = {
+        "onethinker.stage": stage,
+        "mlflow.source.git.commit": sha,
+        "git_commit": sha,
+        "git_dirty": str(dirty).lower(),
+        **(tags or {}),
+    }
     if parent:
         all_tags["mlflow.parentRunId"] = parent
     with mlflow.start_run(experiment_id=exp, run_name=stage, tags=all_tags) as run:

@@ -57,8 +57,12 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
-def save_hf_folder(model: torch.nn.Module, processor: Any, out_dir: str | Path,
-                   state_dict: dict[str, torch.Tensor] | None = None) -> Path:
+def save_hf_folder(
+    model: torch.nn.Module,
+    processor: Any,
+    out_dir: str | Path,
+    state_dict: dict[str, torch.Tensor] | None = None,
+) -> Path:
     """Save model (safetensors) and processor into ``out_dir`` atomically (written aside, then moved)."""
     out_dir = Path(out_dir)
     tmp = out_dir.with_name(out_dir.name + ".tmp")
