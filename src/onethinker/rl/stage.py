@@ -45,12 +45,17 @@ def write_curves(history: list[dict[str, float]], plots_dir: Path) -> list[Path]
             if r["metric"] == part:
                 series[r["task"]].append((r["step"], r["value"]))
         fig, ax = plt.subplots(figsize=(9, 5))
-        for slug, pts in sorted(series.items()):
+        colours = plt.get_cmap("tab20").colors
+        for i, (slug, pts) in enumerate(sorted(series.items())):
             xs, ys = zip(*pts, strict=True)
-            ax.plot(xs, ys, marker="o", markersize=2, linewidth=1.2, label=slug)
+            colour = colours[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
+            # each step sees few prompts per task: faint raw points, a rolling mean of 5 steps on top
+            smooth = [sum(ys[max(0, j - 4) : j + 1]) / len(ys[max(0, j - 4) : j + 1]) for j in range(len(ys))]
+            ax.plot(xs, ys, linewidth=0.6, alpha=0.25, color=colour)
+            ax.plot(xs, smooth, linewidth=1.6, color=colour, label=slug)
         ax.set_xlabel("RL step")
         ax.set_ylabel(f"mean {part} reward")
-        ax.set_title(f"GRPO training reward ({part}) per task")
+        ax.set_title(f"GRPO training reward ({part}) per task, rolling mean of 5 steps")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=7, ncol=2, loc="best")
         fig.tight_layout()
