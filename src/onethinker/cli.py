@@ -19,7 +19,8 @@ import typer
 import yaml
 
 app = typer.Typer(
-    help="OneThinker pipeline: prepare -> validate -> base-model -> sft -> grpo -> evaluate -> register.",
+    help="OneThinker pipeline: prepare -> validate -> base-model -> sft -> grpo -> evaluate -> register. "
+    "`onethinker report` prints the results.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -279,6 +280,68 @@ def rollback(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
     except RegistryError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command()
+def report(
+    metrics_dir: Annotated[Path, typer.Option(help="Folder of the stages' metrics files.")] = Path("metrics"),
+) -> None:
+    """Print the pipeline's results as tables: stage headlines, then held-out accuracy per task and model."""
+    from rich.console import Console
+    from rich.table import Table
+
+    def load(name: str) -> dict:
+        path = metrics_dir / f"{name}.json"
+        return json.loads(path.read_text()) if path.exists() else {}
+
+    console = Console()
+    head = Table(title="Stages")
+    for col in ("stage", "steps", "seconds", "tokens/s", "held-out format", "held-out mean accuracy"):
+        head.add_column(col, justify="right" if col != "stage" else "left")
+    for name in ("sft", "grpo"):
+        m = load(name)
+        if m:
+            h = m.get("heldout", {})
+            head.add_row(
+                name,
+                str(m.get("steps", "")),
+                f"{m.get('seconds', 0):.0f}",
+                f"{m.get('tokens_per_s', 0):.0f}",
+                f"{h.get('format_rate', float('nan')):.2f}",
+                f"{h.get('mean_accuracy', float('nan')):.3f}",
+            )
+    console.print(head)
+    models = load("eval").get("models", {})
+    order = ["base", "sft", "grpo"]
+    ev = {m: models[m] for m in sorted(models, key=lambda m: (order.index(m) if m in order else len(order), m))}
+    if ev:
+        tasks = Table(title="Evaluation: accuracy per task (official metrics of the last model)")
+        tasks.add_column("task")
+        for model in ev:
+            tasks.add_column(model, justify="right")
+        tasks.add_column(f"{list(ev)[-1]} metrics")
+        last = ev[list(ev)[-1]]["tasks"]
+        for slug in sorted({s for m in ev.values() for s in m["tasks"]}):
+            extra = {
+                k: v
+                for k, v in last.get(slug, {}).items()
+                if k not in ("n", "accuracy", "format_rate", "structure", "overall")
+            }
+            tasks.add_row(
+                slug,
+                *[f"{m['tasks'].get(slug, {}).get('accuracy', float('nan')):.3f}" for m in ev.values()],
+                ", ".join(f"{k} {v:.3f}" for k, v in extra.items()),
+            )
+        tasks.add_row("[b]mean[/b]", *[f"[b]{m['mean_accuracy']:.3f}[/b]" for m in ev.values()], "")
+        tasks.add_row("format rate", *[f"{m['format_rate']:.2f}" for m in ev.values()], "")
+        console.print(tasks)
+    reg = load("registry")
+    if reg:
+        latest = reg.get("latest", {})
+        console.print(
+            f"registry: {reg.get('registered_model')} champion v{reg.get('champion_version')}; latest "
+            f"{latest.get('action')} v{latest.get('version')}: {latest.get('decision')}"
+        )
 
 
 def main() -> None:  # pragma: no cover - console entry point

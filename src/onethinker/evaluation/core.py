@@ -233,6 +233,16 @@ def merge_tasks(benchmarks: dict[str, dict[str, Any]]) -> dict[str, dict[str, fl
     }
 
 
+def benchmark_headline(bench: dict[str, Any]) -> dict[str, Any]:
+    """A benchmark's headline: size, accuracy, format rate and, for a one-task benchmark (Charades-STA,
+    RefCOCO, ...), that task's official metrics. Per-task detail lives once, under the model's ``tasks``."""
+    out = {"n": bench["n"], "accuracy": bench["accuracy"], "format_rate": bench["format_rate"]}
+    if len(bench["tasks"]) == 1:
+        (t,) = bench["tasks"].values()
+        out.update({k: v for k, v in t.items() if k not in ("n", "accuracy", "format_rate", "structure")})
+    return out
+
+
 def model_summary(benchmarks: dict[str, dict[str, Any]]) -> dict[str, Any]:
     tasks = merge_tasks(benchmarks)
     n = sum(b["n"] for b in benchmarks.values())
@@ -241,5 +251,5 @@ def model_summary(benchmarks: dict[str, dict[str, Any]]) -> dict[str, Any]:
         "format_rate": (sum(b["format_rate"] * b["n"] for b in benchmarks.values()) / n) if n else 0.0,
         "n": n,
         "tasks": tasks,
-        "benchmarks": benchmarks,
+        "benchmarks": {name: benchmark_headline(b) for name, b in benchmarks.items()},
     }

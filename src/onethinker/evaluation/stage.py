@@ -272,5 +272,5 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
             result["mlflow_run_id"] = run.info.run_id
     metrics_path = Path(cfg.metrics_file)
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+    metrics_path.write_text(json.dumps(result, indent=2) + "\n")
     return result

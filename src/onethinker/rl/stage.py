@@ -164,7 +164,7 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text(
             json.dumps(
-                {k: v for k, v in summary.items() if k != "ema"} | {"ema": summary["ema"]},
+                {k: v for k, v in summary.items() if k != "ema"},
                 indent=2,
                 sort_keys=True,
             )
