@@ -313,7 +313,9 @@ def report(
     console.print(head)
     models = load("eval").get("models", {})
     order = ["base", "sft", "grpo"]
-    ev = {m: models[m] for m in sorted(models, key=lambda m: (order.index(m) if m in order else len(order), m))}
+    ev = {
+        m: models[m] for m in sorted(models, key=lambda m: (order.index(m) if m in order else len(order), m))
+    }
     if ev:
         tasks = Table(title="Evaluation: accuracy per task (official metrics of the last model)")
         tasks.add_column("task")

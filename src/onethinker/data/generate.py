@@ -94,9 +94,11 @@ def _image_scene(
 
 
 def mc_image(pair, rng, ws) -> Sample:
-    # One object per scene: the question tests colour perception, not binding a colour to one of several
-    # shapes (other tasks ask about multi-object scenes).
-    scene = W.sample_image_scene(rng, ws.image_size, max_objects=1)
+    # One object filling most of the frame: the question tests colour perception, not binding a colour to
+    # one of several small shapes (other tasks ask about multi-object scenes).
+    scene = W.sample_image_scene(
+        rng, ws.image_size, max_objects=1, side_fraction=float(rng.uniform(0.55, 0.8))
+    )
     image, _ = W.render(scene)
     target = scene.objects[0]
     options, letter = _options(target.colour, list(W.COLOURS))

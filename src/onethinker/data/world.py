@@ -288,13 +288,20 @@ def _side(size: int, size_name: str) -> int:
 
 
 def sample_image_scene(
-    rng: np.random.Generator, size: int, max_objects: int, min_objects: int = 1, unique_colours: bool = True
+    rng: np.random.Generator,
+    size: int,
+    max_objects: int,
+    min_objects: int = 1,
+    unique_colours: bool = True,
+    side_fraction: float | None = None,
 ) -> Scene:
-    """Up to ``max_objects`` (at most 3: shapes are unique in a scene) non-overlapping objects."""
+    """Up to ``max_objects`` (at most 3: shapes are unique in a scene) non-overlapping objects.
+
+    ``side_fraction`` overrides the size classes (one side for every object, as a fraction of the image)."""
     k = int(rng.integers(min_objects, min(max_objects, len(SHAPES)) + 1))
     placed: list[SceneObject] = []
     for shape, colour, size_name in _pick_objects(rng, k, unique_colours):
-        side = _side(size, size_name)
+        side = int(round(size * side_fraction)) if side_fraction else _side(size, size_name)
         for _ in range(200):
             x, y = int(rng.integers(1, size - side)), int(rng.integers(1, size - side))
             if all(
