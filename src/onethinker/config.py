@@ -21,6 +21,9 @@ from typing import Any, Literal
 
 import yaml
 
+Switch = Literal["auto", "on", "off"]
+"""A hardware-dependent setting: ``auto`` decides from the machine (e.g. bf16 only on a capable GPU)."""
+
 
 class ConfigError(ValueError):
     """A params file is malformed: the message names the file and the key."""

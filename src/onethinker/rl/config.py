@@ -5,10 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from onethinker.config import require
+from onethinker.config import Switch, require
 from onethinker.rl.advantages import AdvantageConfig
-
-Switch = Literal["auto", "on", "off"]
 
 
 @dataclass(frozen=True)

@@ -370,11 +370,11 @@ class GRPOTrainer:
         micro = cfg.micro_batch_size
         seqs = [s for g in kept for s in g]
         batches = [seqs[i : i + micro] for i in range(0, len(seqs), micro)]
+        built = [build_batch(b, self.pad_id) for b in batches]  # once per step, reused by every PPO epoch
         old, ref = [], []
         self.model.eval()
         with torch.no_grad():
-            for b in batches:
-                batch = build_batch(b, self.pad_id)
+            for batch in built:
                 old.append(token_logprobs(self.model, batch, self.dev)[0].cpu())
                 if self.ref_model is not None:
                     ref.append(token_logprobs(self.ref_model, batch, self.dev)[0].cpu())
@@ -386,8 +386,7 @@ class GRPOTrainer:
                 n_tok = sum(sum(len(s.response_ids) for s in batches[j]) for j in window)
                 n_seq = sum(len(batches[j]) for j in window)
                 for pos, j in enumerate(window):
-                    b = batches[j]
-                    batch = build_batch(b, self.pad_id)
+                    b, batch = batches[j], built[j]
                     lp, ent = token_logprobs(self.engine.module, batch, self.dev, with_entropy=True)
                     mask = batch["response_mask"].to(self.dev)  # (B, L-1)
                     adv = torch.tensor([s.advantage for s in b], device=self.dev)  # (B,)

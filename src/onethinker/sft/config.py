@@ -3,11 +3,8 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Literal
 
-from onethinker.config import require
-
-Switch = Literal["auto", "on", "off"]
+from onethinker.config import Switch, require
 
 
 @dataclass(frozen=True)

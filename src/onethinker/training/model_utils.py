@@ -5,11 +5,11 @@ from __future__ import annotations
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import torch
 
-Switch = Literal["auto", "on", "off"]
+from onethinker.config import Switch
 
 
 def freeze_vision(model: torch.nn.Module, vision_tower: bool, projector: bool) -> dict[str, int]:
