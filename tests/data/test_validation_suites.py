@@ -484,6 +484,19 @@ def test_reports_are_written(corrupted: Corrupted, tmp_path: Path) -> None:
     assert "http://" not in page and "https://" not in page and "<script" not in page
 
 
+def test_summary_is_the_same_bytes_whatever_the_timing(corrupted: Corrupted, tmp_path: Path) -> None:
+    """DVC hashes summary.json (base_model depends on it): a re-validation must not change it."""
+    import dataclasses
+
+    first = write_reports(corrupted.report, tmp_path / "a")["summary"].read_bytes()
+    slower = dataclasses.replace(
+        corrupted.report,
+        files=[dataclasses.replace(f, elapsed_s=f.elapsed_s + 9.0) for f in corrupted.report.files],
+        elapsed_s=corrupted.report.elapsed_s + 60.0,
+    )
+    assert write_reports(slower, tmp_path / "b")["summary"].read_bytes() == first
+
+
 def test_release_fixture_passes(fixtures_dir: Path) -> None:
     root = fixtures_dir / "onethinker"
     report = validate_dataset(

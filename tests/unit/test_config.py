@@ -80,3 +80,12 @@ def test_overrides_apply_and_are_checked(tmp_path: Path) -> None:
 
 def test_defaults_match_dataclass() -> None:
     assert load_params(Path("/nonexistent/params.yaml")).prepare == PrepareConfig()
+
+
+def test_exponent_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
+    """PyYAML reads ``3e-5`` as a string (YAML 1.1 wants ``3.0e-5``); a float field takes both."""
+    p = _write(tmp_path, {"media": {"video_fps": "2e0"}})
+    assert load_params(p).media.video_fps == 2.0
+    assert load_params(p, {"media.video_fps": "2E+0"}).media.video_fps == 2.0
+    with pytest.raises(ConfigError, match="media.video_fps: expected a number"):
+        load_params(p, {"media.video_fps": "2e"})
