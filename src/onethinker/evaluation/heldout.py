@@ -5,9 +5,13 @@ measured on the same questions). Scores come from ``onethinker.rewards.compute_s
 the share of answers with well-formed ``<think>…</think><answer>…</answer>``; accuracy is the reward's
 accuracy part. Output shape::
 
-    {"format_rate": f, "mean_accuracy": f, "tasks": {"<task slug>": {"accuracy": f, "format_rate": f, "n": i}}}
+    {"format_rate": f, "mean_accuracy": f,
+     "tasks": {"<task slug>": {"accuracy": f, "format_rate": f, "n": i, "distinct_answers": i}}}
 
 ``mean_accuracy`` is the mean over tasks (each task counts once, whatever its sample size).
+``distinct_answers`` counts the different ``<answer>`` texts a task got: 1 means the model gives every
+question of that task the same answer (it is not using the image or video), so its accuracy there is the
+hit rate of one constant and a change of model mostly swaps one constant for another.
 """
 
 from __future__ import annotations
@@ -31,15 +35,23 @@ def heldout_records(eval_files: Sequence[str | Path], per_task: int) -> list[dic
     return out
 
 
-def summarise(slugs: Sequence[str], scores: Sequence[dict[str, float]]) -> dict[str, Any]:
+def summarise(
+    slugs: Sequence[str], scores: Sequence[dict[str, float]], responses: Sequence[str] | None = None
+) -> dict[str, Any]:
+    from onethinker.rewards.parsing import extract_answer, normalize
+
     per: dict[str, list[dict[str, float]]] = defaultdict(list)
-    for slug, s in zip(slugs, scores, strict=True):
+    answers: dict[str, set[str | None]] = defaultdict(set)
+    for i, (slug, s) in enumerate(zip(slugs, scores, strict=True)):
         per[slug].append(s)
+        if responses is not None:
+            answers[slug].add(extract_answer(normalize(responses[i])))
     tasks = {
         slug: {
             "accuracy": sum(s["accuracy"] for s in items) / len(items),
             "format_rate": sum(1.0 for s in items if s["format"] >= 1.0) / len(items),
             "n": len(items),
+            **({"distinct_answers": len(answers[slug])} if responses is not None else {}),
         }
         for slug, items in sorted(per.items())
     }
@@ -79,4 +91,5 @@ def heldout_check(
         {**item, "accuracy": s["accuracy"], "format": s["format"], "overall": s["overall"]}
         for item, s in zip(items, scores, strict=True)
     ]
-    return summarise([ex.slug for ex in examples], scores), predictions
+    summary = summarise([ex.slug for ex in examples], scores, [item["response"] for item in items])
+    return summary, predictions

@@ -156,7 +156,7 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
                 engine, records, media_root, p.media, p.prompt.style, cfg.heldout_max_new_tokens
             )
             summary["heldout"] = held
-            pred = Path("reports") / "grpo" / "heldout_predictions.jsonl"
+            pred = Path(cfg.plots_dir) / "heldout_predictions.jsonl"
             pred.parent.mkdir(parents=True, exist_ok=True)
             pred.write_text("".join(json.dumps(x) + "\n" for x in predictions))
         pngs = write_curves(history, Path(cfg.plots_dir))
