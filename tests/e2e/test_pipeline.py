@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -18,37 +17,21 @@ from pathlib import Path
 import pytest
 import yaml
 
+from repo_copy import copy_worktree, deep_merge
+
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "tests" / "integration" / "params.smoke.yaml"
 STAGES = ("prepare", "validate", "base_model", "sft", "grpo", "evaluate", "register")
 
 
 def _copy_repo(dest: Path) -> Path:
-    files = (
-        subprocess.run(
-            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=REPO, capture_output=True, check=True
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for rel in filter(None, files):
-        src = REPO / rel
-        if src.is_file():
-            (dest / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(src, dest / rel)
+    copy_worktree(REPO, dest)
     subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
     subprocess.run(["git", "add", "-A"], cwd=dest, check=True)
     subprocess.run(
         ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "copy"], cwd=dest, check=True
     )
     return dest
-
-
-def _merge(base: dict, over: dict) -> dict:
-    out = dict(base)
-    for k, v in over.items():
-        out[k] = _merge(out.get(k) or {}, v) if isinstance(v, dict) else v
-    return out
 
 
 def _env(root: Path) -> dict[str, str]:
@@ -69,8 +52,10 @@ def _env(root: Path) -> dict[str, str]:
 @pytest.fixture(scope="module")
 def pipeline(tmp_path_factory) -> dict:
     root = _copy_repo(tmp_path_factory.mktemp("repo"))
-    params = _merge(yaml.safe_load((root / "params.yaml").read_text()), yaml.safe_load(SMOKE.read_text()))
-    params = _merge(params, {"register": {"gate": {"floors": {"mean_accuracy": 0.0, "format_rate": 0.0}}}})
+    params = deep_merge(yaml.safe_load((root / "params.yaml").read_text()), yaml.safe_load(SMOKE.read_text()))
+    params = deep_merge(
+        params, {"register": {"gate": {"floors": {"mean_accuracy": 0.0, "format_rate": 0.0}}}}
+    )
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = _env(root)
     first = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=1500)

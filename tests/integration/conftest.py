@@ -20,7 +20,9 @@ from typing import Any
 
 import pytest
 import yaml
-from stack_helpers import BIN, REPO, SMOKE, Stack, copy_worktree, git, merge_params
+from stack_helpers import BIN, REPO, SMOKE, Stack, git, merge_params
+
+from repo_copy import copy_worktree
 
 if str(REPO) not in sys.path:  # `flows` lives at the repository root, outside the installed package
     sys.path.insert(0, str(REPO))

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
 import sys
 import time
@@ -19,6 +18,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
+
+from repo_copy import deep_merge
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -114,16 +115,6 @@ def http_json(method: str, url: str, body: Mapping[str, Any] | None = None, time
     raise AssertionError("unreachable")
 
 
-def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
-    out = dict(base)
-    for key, value in overrides.items():
-        if isinstance(value, Mapping) and isinstance(out.get(key), Mapping):
-            out[key] = deep_merge(out[key], value)
-        else:
-            out[key] = value
-    return out
-
-
 def merge_params(params: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Deep-merge ``{section: {...}}`` into params; sections params.yaml does not have are skipped (their
     stage has not landed yet, and the config loader rejects unknown sections)."""
@@ -132,22 +123,6 @@ def merge_params(params: dict[str, Any], overrides: Mapping[str, Any]) -> dict[s
         if isinstance(out.get(section), Mapping) and isinstance(values, Mapping):
             out[section] = deep_merge(out[section], values)
     return out
-
-
-def copy_worktree(src: Path, dst: Path) -> None:
-    """Tracked and untracked-but-not-ignored files of ``src`` (its git view of the working tree)."""
-    files = (
-        subprocess.run(
-            ["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=src, check=True, capture_output=True
-        )
-        .stdout.decode()
-        .split("\0")
-    )
-    for rel in filter(None, files):
-        source = src / rel
-        if source.is_file():
-            (dst / rel).parent.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(source, dst / rel)
 
 
 def git(cwd: Path, *args: str) -> None:

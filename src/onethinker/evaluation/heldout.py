@@ -16,6 +16,7 @@ hit rate of one constant and a change of model mostly swaps one constant for ano
 
 from __future__ import annotations
 
+import json
 from collections import defaultdict
 from collections.abc import Sequence
 from pathlib import Path
@@ -25,7 +26,7 @@ from onethinker.config import MediaConfig
 from onethinker.data.examples import prompt_example
 from onethinker.data.formats import read_records
 from onethinker.data.prompts import PromptStyle
-from onethinker.rl.rollout import RolloutEngine, SamplingParams
+from onethinker.rl.rollout import HFRolloutEngine, RolloutEngine, SamplingParams
 
 
 def heldout_records(eval_files: Sequence[str | Path], per_task: int) -> list[dict[str, Any]]:
@@ -93,3 +94,36 @@ def heldout_check(
     ]
     summary = summarise([ex.slug for ex in examples], scores, [item["response"] for item in items])
     return summary, predictions
+
+
+def run_heldout(
+    model: Any,
+    processor: Any,
+    eval_files: Sequence[str | Path],
+    per_task: int,
+    media_root: str | Path,
+    media: MediaConfig,
+    style: PromptStyle,
+    max_new_tokens: int,
+    batch_size: int,
+    predictions_path: str | Path,
+) -> dict[str, Any]:
+    """The end-of-stage check of SFT and GRPO: greedy on the held-out sample, predictions to a JSONL file."""
+    engine = HFRolloutEngine(model, processor, batch_size=batch_size)
+    held, predictions = heldout_check(
+        engine, heldout_records(eval_files, per_task), media_root, media, style, max_new_tokens
+    )
+    path = Path(predictions_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("".join(json.dumps(x) + "\n" for x in predictions))
+    return held
+
+
+def mlflow_metrics(held: dict[str, Any]) -> dict[str, float]:
+    """The held-out summary as flat MLflow metrics: ``heldout/mean_accuracy``, ``heldout/accuracy/<task>``, ..."""
+    flat = {f"heldout/{k}": float(held[k]) for k in ("format_rate", "mean_accuracy") if k in held}
+    for slug, t in held.get("tasks", {}).items():
+        for name in ("accuracy", "format_rate", "distinct_answers"):
+            if name in t:
+                flat[f"heldout/{name}/{slug}"] = float(t[name])
+    return flat

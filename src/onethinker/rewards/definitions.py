@@ -256,15 +256,24 @@ def _objects(answer: str, gt: str) -> tuple[object, object, list[str]]:
     return obj, gt_obj, reasons
 
 
-def acc_temporal_grounding(answer: str, gt: str, data_type: str) -> AccuracyResult:
-    obj, gt_obj, reasons = _objects(answer, gt)
-    if reasons:
-        return 0.0, tuple(reasons)
-    p, g = P.numbers(obj.get("time"), 2), P.finite_numbers(gt_obj.get("time"), 2)  # type: ignore[union-attr]
+def _numbers_pair(
+    obj: object, gt_obj: object, key: str, n: int, reasons: list[str]
+) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
+    """``n`` numbers under ``key`` in the answer and (finite) in the ground truth; a missing side adds its reason."""
+    p = P.numbers(obj.get(key), n)  # type: ignore[union-attr]
+    g = P.finite_numbers(gt_obj.get(key), n)  # type: ignore[union-attr]
     if p is None:
         reasons.append(P.WRONG_SHAPE)
     if g is None:
         reasons.append(P.BAD_GROUND_TRUTH)
+    return p, g
+
+
+def acc_temporal_grounding(answer: str, gt: str, data_type: str) -> AccuracyResult:
+    obj, gt_obj, reasons = _objects(answer, gt)
+    if reasons:
+        return 0.0, tuple(reasons)
+    p, g = _numbers_pair(obj, gt_obj, "time", 2, reasons)
     return (_tiou(p, g) if p and g else 0.0), tuple(reasons)
 
 
@@ -272,11 +281,7 @@ def acc_spatial_grounding(answer: str, gt: str, data_type: str) -> AccuracyResul
     obj, gt_obj, reasons = _objects(answer, gt)
     if reasons:
         return 0.0, tuple(reasons)
-    p, g = P.numbers(obj.get("boxes"), 4), P.finite_numbers(gt_obj.get("boxes"), 4)  # type: ignore[union-attr]
-    if p is None:
-        reasons.append(P.WRONG_SHAPE)
-    if g is None:
-        reasons.append(P.BAD_GROUND_TRUTH)
+    p, g = _numbers_pair(obj, gt_obj, "boxes", 4, reasons)
     return (_box_iou(p, g) if p and g else 0.0), tuple(reasons)
 
 
@@ -285,11 +290,7 @@ def acc_spatial_temporal_grounding(answer: str, gt: str, data_type: str) -> Accu
     obj, gt_obj, reasons = _objects(answer, gt)
     if reasons:
         return 0.0, tuple(reasons)
-    p, g = P.numbers(obj.get("time"), 2), P.finite_numbers(gt_obj.get("time"), 2)  # type: ignore[union-attr]
-    if p is None:
-        reasons.append(P.WRONG_SHAPE)
-    if g is None:
-        reasons.append(P.BAD_GROUND_TRUTH)
+    p, g = _numbers_pair(obj, gt_obj, "time", 2, reasons)
     t = _tiou(p, g) if p and g else 0.0
     pb, gb = obj.get("boxes"), gt_obj.get("boxes")  # type: ignore[union-attr]
     if not isinstance(gb, dict):

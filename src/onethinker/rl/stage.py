@@ -71,8 +71,7 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
 
     from onethinker import tracking
     from onethinker.data.prepare import read_manifest
-    from onethinker.evaluation.heldout import heldout_check, heldout_records
-    from onethinker.rl.rollout import HFRolloutEngine
+    from onethinker.evaluation.heldout import mlflow_metrics, run_heldout
     from onethinker.rl.trainer import GRPOTrainer, load_rl_records
     from onethinker.training.model_utils import save_hf_folder
 
@@ -150,15 +149,18 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
             trainer.engine.full_state_dict() if getattr(trainer.engine, "zero_stage", 0) == 3 else None,
         )
         if cfg.heldout_per_task > 0:
-            engine = HFRolloutEngine(trainer.model, trainer.processor, batch_size=cfg.generation_batch_size)
-            records = heldout_records(manifest["eval_files"], cfg.heldout_per_task)
-            held, predictions = heldout_check(
-                engine, records, media_root, p.media, p.prompt.style, cfg.heldout_max_new_tokens
+            summary["heldout"] = run_heldout(
+                trainer.model,
+                trainer.processor,
+                manifest["eval_files"],
+                cfg.heldout_per_task,
+                media_root,
+                p.media,
+                p.prompt.style,
+                cfg.heldout_max_new_tokens,
+                cfg.generation_batch_size,
+                Path(cfg.plots_dir) / "heldout_predictions.jsonl",
             )
-            summary["heldout"] = held
-            pred = Path(cfg.plots_dir) / "heldout_predictions.jsonl"
-            pred.parent.mkdir(parents=True, exist_ok=True)
-            pred.write_text("".join(json.dumps(x) + "\n" for x in predictions))
         pngs = write_curves(history, Path(cfg.plots_dir))
         metrics_path = Path(cfg.metrics_file)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
@@ -173,12 +175,7 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
         if run is not None:
             import mlflow
 
-            flat = {
-                "heldout/format_rate": summary.get("heldout", {}).get("format_rate", float("nan")),
-                "heldout/mean_accuracy": summary.get("heldout", {}).get("mean_accuracy", float("nan")),
-            }
-            for slug, t in summary.get("heldout", {}).get("tasks", {}).items():
-                flat[f"heldout/accuracy/{slug}"] = t["accuracy"]
+            flat = mlflow_metrics(summary.get("heldout", {}))
             tracking.log_metrics(flat)
             mlflow.log_artifact(str(metrics_path))
             for png in pngs:

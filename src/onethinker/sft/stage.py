@@ -48,8 +48,7 @@ def _folder_mb(path: Path) -> float:
 def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, Any]:
     from onethinker import tracking
     from onethinker.data.prepare import read_manifest
-    from onethinker.evaluation.heldout import heldout_check, heldout_records
-    from onethinker.rl.rollout import HFRolloutEngine
+    from onethinker.evaluation.heldout import mlflow_metrics, run_heldout
     from onethinker.sft.trainer import export, train_sft
 
     cfg = p.sft
@@ -91,25 +90,25 @@ def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, A
             return summary
         out = export(model, processor, cfg.output_dir, result)
         if cfg.heldout_per_task > 0:
-            engine = HFRolloutEngine(model, processor, batch_size=cfg.generation_batch_size)
-            records = heldout_records(manifest["eval_files"], cfg.heldout_per_task)
-            held, predictions = heldout_check(
-                engine, records, media_root, p.media, p.prompt.style, cfg.heldout_max_new_tokens
+            summary["heldout"] = run_heldout(
+                model,
+                processor,
+                manifest["eval_files"],
+                cfg.heldout_per_task,
+                media_root,
+                p.media,
+                p.prompt.style,
+                cfg.heldout_max_new_tokens,
+                cfg.generation_batch_size,
+                Path("reports") / "sft" / "heldout_predictions.jsonl",
             )
-            summary["heldout"] = held
-            pred_path = Path("reports") / "sft" / "heldout_predictions.jsonl"
-            pred_path.parent.mkdir(parents=True, exist_ok=True)
-            pred_path.write_text("".join(json.dumps(x) + "\n" for x in predictions))
         metrics_path = Path(cfg.metrics_file)
         metrics_path.parent.mkdir(parents=True, exist_ok=True)
         metrics_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
         if run is not None:
             import mlflow
 
-            flat = {f"heldout/{k}": v for k, v in summary.get("heldout", {}).items() if isinstance(v, float)}
-            for slug, t in summary.get("heldout", {}).get("tasks", {}).items():
-                flat[f"heldout/accuracy/{slug}"] = t["accuracy"]
-                flat[f"heldout/format_rate/{slug}"] = t["format_rate"]
+            flat = mlflow_metrics(summary.get("heldout", {}))
             flat.update({"perf/sft_seconds": result.seconds, "perf/tokens_per_s_mean": result.tokens_per_s})
             tracking.log_metrics(flat)
             mlflow.log_artifact(str(metrics_path))
