@@ -2,8 +2,10 @@
 
 The defaults are the embedded tiny model (about 1.06M parameters with a 2048-token vocabulary, 0.4M of them
 in the vision tower and its mergers): text hidden 128, 2 layers, FFN 384; vision depth 2, hidden 64; patch 16
-with merge 2, so a 64x64 image costs 4 visual tokens. Setting ``name_or_path`` (a local folder or a hub id) skips building and loads that checkpoint
-instead; every size field is then ignored.
+(Qwen3-VL's) with merge 2, so a 64x64 image costs 4 visual tokens. ``params.yaml``'s embedded profile sets
+patch 8: 16 visual tokens per 64x64 image, enough for the model to tell where things are. Setting
+``name_or_path`` (a local folder or a hub id) skips building and loads that checkpoint instead; every size
+field is then ignored.
 
 Field names follow ``Qwen3VLTextConfig`` / ``Qwen3VLVisionConfig`` where one exists, so a value can be
 checked against a real checkpoint's ``config.json``.
