@@ -118,6 +118,32 @@ def test_a_checkpoint_from_other_settings_is_not_resumed(tiny_base, tiny_data, t
     other = dataclasses.replace(cfg, lr=5e-4)
     _, _, result = train_sft(other, tiny_data["train_files"], tiny_data["media_root"], media, progress=False)
     assert result.resumed_from == 0
+    # the old checkpoints were moved aside whole, not mixed with the new run's or deleted
+    stale = [p for p in tmp_path.iterdir() if p.name.startswith("ckpt.stale-")]
+    assert len(stale) == 1 and (stale[0] / "step-00000002" / "trainer_state.json").exists()
+    assert (tmp_path / "ckpt" / "latest").read_text() == "step-00000002"
+
+
+def test_a_checkpoint_from_another_starting_model_is_not_resumed(tiny_base, tiny_data, tmp_path) -> None:
+    import shutil
+
+    from safetensors.torch import load_file, save_file
+
+    media = MediaConfig()
+    base = tmp_path / "base"
+    shutil.copytree(tiny_base, base)
+    cfg = _cfg(base, tmp_path, max_steps=2, save_every=1)
+    train_sft(cfg, tiny_data["train_files"], tiny_data["media_root"], media, progress=False)
+    _, _, again = train_sft(cfg, tiny_data["train_files"], tiny_data["media_root"], media, progress=False)
+    assert again.resumed_from == 2  # same settings, same model: resumed
+    # same settings, but the base model was rebuilt (here: one weight changed)
+    weights = next(base.glob("*.safetensors"))
+    tensors = load_file(weights)
+    name = next(iter(tensors))
+    tensors[name] = tensors[name] + 0.5
+    save_file(tensors, weights, metadata={"format": "pt"})
+    _, _, result = train_sft(cfg, tiny_data["train_files"], tiny_data["media_root"], media, progress=False)
+    assert result.resumed_from == 0
 
 
 def test_deepspeed_zero2_on_cpu_trains(tiny_base, tiny_data, tmp_path) -> None:

@@ -194,7 +194,12 @@ class GRPOTrainer:
         self._prompt_cache: dict[int, tuple[Example, dict[str, torch.Tensor]]] = {}
         self.progress = progress
         self.config_hash = ckpt.config_hash(
-            {"cfg": repr(cfg), "n_records": len(records), "world": self.world}
+            {
+                "cfg": repr(cfg),
+                "n_records": len(records),
+                "world": self.world,
+                "model": ckpt.model_fingerprint(cfg.sft_model_dir),
+            }
         )
 
     # ---------------------------------------------------------------------------------- data stream

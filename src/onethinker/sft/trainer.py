@@ -184,7 +184,13 @@ def train_sft(
     world, rank = engine.world_size, engine.rank
 
     chash = ckpt.config_hash(
-        {"cfg": cfg.__dict__, "n": len(records), "world": world, "media": media.__dict__}
+        {
+            "cfg": cfg.__dict__,
+            "n": len(records),
+            "world": world,
+            "media": media.__dict__,
+            "model": ckpt.model_fingerprint(cfg.base_model_dir),
+        }
     )
     start_step, position = 0, 0
     found = ckpt.latest_checkpoint(Path(cfg.checkpoint_dir), chash)

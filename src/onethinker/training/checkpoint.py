@@ -9,13 +9,16 @@ before a resumed run)::
 A checkpoint is written into ``.tmp-step-…`` and renamed when complete, then ``latest`` is replaced
 atomically, so an interruption at any moment leaves the previous checkpoint intact. ``trainer_state.json``
 holds the step, the data position and any algorithm state (e.g. EMA-GRPO's statistics), plus a hash of the
-config: a checkpoint written under other settings is never resumed.
+config and of the starting model's files (``model_fingerprint``): a checkpoint written under other settings or
+from another starting model is never resumed. It is moved aside to ``<root>.stale-<hash>`` (nothing is
+deleted) and training starts from step 0.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 import shutil
@@ -25,9 +28,26 @@ from typing import Any
 import numpy as np
 import torch
 
+log = logging.getLogger(__name__)
+
 
 def config_hash(payload: Any) -> str:
     return hashlib.sha256(json.dumps(payload, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def model_fingerprint(model_dir: str | Path) -> str:
+    """sha256 over the names and bytes of every file in a model folder (config, weights, tokenizer).
+
+    Streams in 1 MiB chunks; for a multi-GB checkpoint this reads the weights once per stage start.
+    """
+    digest = hashlib.sha256()
+    root = Path(model_dir)
+    for path in sorted(p for p in root.rglob("*") if p.is_file()):
+        digest.update(str(path.relative_to(root)).encode() + b"\0")
+        with path.open("rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                digest.update(chunk)
+    return digest.hexdigest()[:16]
 
 
 def rng_state() -> dict[str, Any]:
@@ -84,7 +104,12 @@ def save_checkpoint(root: Path, step: int, engine, state: dict[str, Any], keep: 
 
 
 def latest_checkpoint(root: Path, expected_hash: str | None = None) -> tuple[Path, dict[str, Any]] | None:
-    """The newest complete checkpoint and its trainer state, if its config hash matches."""
+    """The newest complete checkpoint and its trainer state, if its config hash matches.
+
+    A checkpoint whose hash differs was written under other settings (or from another starting model):
+    the whole root is moved aside to ``<root>.stale-<its hash>`` with a warning, so the new run's
+    checkpoints never mix with it, and ``None`` is returned (start from step 0).
+    """
     root = Path(root)
     pointer = root / "latest"
     if not pointer.exists():
@@ -94,7 +119,21 @@ def latest_checkpoint(root: Path, expected_hash: str | None = None) -> tuple[Pat
     if not state_file.exists():
         return None
     state = json.loads(state_file.read_text())
-    if expected_hash is not None and state.get("config_hash") != expected_hash:
+    found = state.get("config_hash")
+    if expected_hash is not None and found != expected_hash:
+        _barrier()
+        if _is_main():
+            aside = root.with_name(f"{root.name}.stale-{found}")
+            n = 1
+            while aside.exists():
+                aside, n = root.with_name(f"{root.name}.stale-{found}-{n}"), n + 1
+            os.replace(root, aside)
+            log.warning(
+                "checkpoint %s (step %s) was written under other settings or from another starting model "
+                "(config hash %s, this run %s); moved it to %s and starting from step 0",
+                path, state.get("step"), found, expected_hash, aside,
+            )
+        _barrier()
         return None
     return path, state
 
