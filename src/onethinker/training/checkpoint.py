@@ -131,7 +131,11 @@ def latest_checkpoint(root: Path, expected_hash: str | None = None) -> tuple[Pat
             log.warning(
                 "checkpoint %s (step %s) was written under other settings or from another starting model "
                 "(config hash %s, this run %s); moved it to %s and starting from step 0",
-                path, state.get("step"), found, expected_hash, aside,
+                path,
+                state.get("step"),
+                found,
+                expected_hash,
+                aside,
             )
         _barrier()
         return None
