@@ -241,11 +241,22 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
 
 @app.command()
 def register(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Log the checkpoint as an MLflow pyfunc model, register a version (alias challenger), apply the gate."""
+    """Log the checkpoint as an MLflow pyfunc model, register a version (alias challenger), apply the gate.
+
+    A champion scored on another evaluation sample is first re-scored on the current one.
+    """
+    from onethinker.evaluation.stage import evaluate_logged_model
     from onethinker.registry import format_result, register_model
+    from onethinker.registry.gate import scores_from_eval
 
     p = _load(params, set_)
-    typer.echo(format_result(register_model(p.register, media=p.media, prompt_style=p.prompt.style)))
+
+    def rescore(model_uri: str):
+        typer.echo(f"re-scoring {model_uri} on the current evaluation sample (it was scored on another)")
+        return scores_from_eval(evaluate_logged_model(model_uri, p), "registered")
+
+    result = register_model(p.register, media=p.media, prompt_style=p.prompt.style, rescore=rescore)
+    typer.echo(format_result(result))
 
 
 @app.command()
@@ -311,6 +322,24 @@ def report(
                 f"{h.get('mean_accuracy', float('nan')):.3f}",
             )
     console.print(head)
+    held = {name: load(name).get("heldout", {}).get("tasks", {}) for name in ("sft", "grpo")}
+    held = {name: t for name, t in held.items() if t}
+    if held:
+        check = Table(title="Held-out check: accuracy (distinct answers / n) per task")
+        check.add_column("task")
+        for name in held:
+            check.add_column(name, justify="right")
+        for slug in sorted({s for t in held.values() for s in t}):
+            cells = []
+            for t in held.values():
+                row = t.get(slug, {})
+                acc = row.get("accuracy", float("nan"))
+                distinct = (
+                    f" ({row['distinct_answers']}/{row.get('n', '?')})" if "distinct_answers" in row else ""
+                )
+                cells.append(f"{acc:.3f}{distinct}")
+            check.add_row(slug, *cells)
+        console.print(check)
     models = load("eval").get("models", {})
     order = ["base", "sft", "grpo"]
     ev = {
@@ -344,6 +373,8 @@ def report(
             f"registry: {reg.get('registered_model')} champion v{reg.get('champion_version')}; latest "
             f"{latest.get('action')} v{latest.get('version')}: {latest.get('decision')}"
         )
+        for reason in latest.get("reasons", []):
+            console.print(f"  - {reason}")
 
 
 def main() -> None:  # pragma: no cover - console entry point

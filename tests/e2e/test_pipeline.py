@@ -148,3 +148,34 @@ def test_validate_rejects_an_injected_bad_record(pipeline) -> None:
     )
     assert proc.returncode == 1
     assert bad["problem_id"] in proc.stderr and "box_order" in proc.stderr
+
+
+def test_register_rescores_a_champion_scored_on_another_sample(pipeline) -> None:
+    """A new evaluation sample (generation budget 12 tokens instead of 16; the smoke data has one question per
+    benchmark): the champion's stored scores no longer compare, so `onethinker register` evaluates the
+    champion again, for real, on the new sample."""
+    root, env = pipeline["root"], pipeline["env"]
+    small = {
+        "evaluate.max_new_tokens": "12",
+        "evaluate.models": "[grpo]",
+        "evaluate.metrics_file": "metrics/eval_small.json",
+        "evaluate.reports_dir": "reports/eval_small",
+        "register.eval_metrics": "metrics/eval_small.json",
+        "register.registry_file": "metrics/registry_small.json",
+    }
+    sets = [arg for k, v in small.items() for arg in ("--set", f"{k}={v}")]
+    for cmd in ("evaluate", "register"):
+        proc = subprocess.run(
+            ["onethinker", cmd, *sets], cwd=root, env=env, capture_output=True, text=True, timeout=600
+        )
+        assert proc.returncode == 0, (cmd, proc.stdout[-3000:], proc.stderr[-3000:])
+    assert "re-scoring models:/onethinker/" in proc.stdout
+    full = json.loads((root / "metrics" / "eval.json").read_text())
+    part = json.loads((root / "metrics" / "eval_small.json").read_text())
+    assert full["sample"] != part["sample"]
+    latest = json.loads((root / "metrics" / "registry_small.json").read_text())["history"][-1]
+    rescored = latest["champion_rescored"]
+    assert (rescored["from_sample"], rescored["to_sample"]) == (full["sample"], part["sample"])
+    # the champion is the same grpo model: on the same sample, greedy, it scores exactly what the candidate does
+    assert rescored["mean_accuracy_after"] == part["models"]["grpo"]["mean_accuracy"]
+    assert not any("another evaluation sample" in r for r in latest["reasons"]), latest["reasons"]

@@ -84,6 +84,24 @@ def test_champion_without_scores_falls_back_to_the_floors() -> None:
     assert d.passed and "v7 has no eval scores" in d.reasons[0]
 
 
+def test_champion_scored_on_another_sample_is_not_compared() -> None:
+    # the candidate would pass on the numbers (+0.10, no drop), but the samples differ: nothing to compare
+    cand = Scores(0.60, 0.9, {"ocr": 0.6, "math": 0.6}, sample="bbbb")
+    for champion_sample in ("aaaa", None):
+        d = decide(cand, Scores(0.50, 0.9, {"ocr": 0.6, "math": 0.4}, sample=champion_sample), GATE, "3")
+        assert not d.passed and d.failed == ("sample",)
+        assert (
+            f"champion v3 was scored on another evaluation sample ({champion_sample or 'unknown'} vs bbbb)"
+            in (d.reasons[0])
+        )
+    same = decide(cand, Scores(0.50, 0.9, {"ocr": 0.6, "math": 0.4}, sample="bbbb"), GATE, "3")
+    assert same.passed and "sample" not in same.failed
+    # a candidate whose sample is unknown is compared as before (nothing to check against)
+    assert decide(
+        Scores(0.60, 0.9, {"ocr": 0.6, "math": 0.6}), Scores(0.5, 0.9, {"ocr": 0.6}, sample="aaaa"), GATE
+    ).passed
+
+
 # ---------------------------------------------------------------------------------------------- scores
 
 
@@ -92,6 +110,7 @@ def test_scores_from_eval_reads_the_model_entry(eval_doc) -> None:
     doc["models"]["grpo"]["tasks"]["tracking"] = {"mIoU": 0.3}  # no accuracy: left out
     s = scores_from_eval(doc, "grpo")
     assert s == Scores(0.25, 0.9, {"math": 0.0, "ocr": 0.5})
+    assert scores_from_eval({**doc, "sample": "0123abcd"}, "grpo").sample == "0123abcd"
 
 
 def test_scores_from_eval_names_what_is_missing(eval_doc) -> None:
@@ -104,8 +123,9 @@ def test_scores_from_eval_names_what_is_missing(eval_doc) -> None:
 
 
 def test_scores_round_trip_through_tags() -> None:
-    s = Scores(1 / 3, 0.875, {"ocr": 0.1 + 0.2, "segmentation_video": 0.0})
+    s = Scores(1 / 3, 0.875, {"ocr": 0.1 + 0.2, "segmentation_video": 0.0}, sample="5e5e")
     tags = scores_to_tags(s)
+    assert tags["eval.sample"] == "5e5e"
     assert tags["eval.task.segmentation_video"] == "0.0"
     assert scores_from_tags({**tags, "git_commit": "abc"}) == s
     assert scores_from_tags({"git_commit": "abc"}) is None

@@ -118,6 +118,45 @@ def test_task_drop_beyond_tolerance_is_refused_with_the_task_named(make_cfg, log
     assert aliases(cfg, root=tmp_path)[CHAMPION] == first.version
 
 
+def test_champion_from_another_sample_is_rescored_before_the_gate(make_cfg, logged, tmp_path) -> None:
+    cfg = make_cfg()
+    old = Scores(0.50, 0.9, {"ocr": 0.60, "math": 0.40, "tracking": 0.30}, sample="old-sample")
+    v1 = register_version(cfg, logged.model_uri, old, root=tmp_path).version
+    cand = Scores(0.52, 0.9, {"ocr": 0.50, "math": 0.54}, sample="new-sample")
+
+    # without a way to re-score, the gate refuses to compare across samples
+    refused = register_version(cfg, logged.model_uri, cand, root=tmp_path)
+    assert refused.decision.failed == ("sample",) and aliases(cfg, root=tmp_path)[CHAMPION] == v1
+
+    asked: list[str] = []
+
+    def rescore(uri: str) -> Scores:
+        asked.append(uri)
+        # the URI names the champion's registered version: it resolves in the store
+        source = mlflow.MlflowClient().get_model_version(cfg.name, uri.rsplit("/", 1)[1])
+        assert str(source.version) == v1
+        return Scores(0.40, 0.9, {"ocr": 0.45, "math": 0.35}, sample="new-sample")
+
+    result = register_version(cfg, logged.model_uri, cand, root=tmp_path, rescore=rescore)
+    assert asked == [f"models:/{cfg.name}/{v1}"]
+    # on the same sample the candidate gains +0.12 and no task drops: promoted
+    assert result.promoted, result.decision.reasons
+    assert result.entry["champion_rescored"] == {
+        "version": int(v1),
+        "from_sample": "old-sample",
+        "to_sample": "new-sample",
+        "mean_accuracy_before": 0.50,
+        "mean_accuracy_after": 0.40,
+    }
+    tags = _tags(cfg.name, v1)
+    assert tags["eval.sample"] == "new-sample" and tags["eval.rescored_from"] == "old-sample"
+    assert tags["eval.mean_accuracy"] == "0.4" and "eval.task.tracking" not in tags
+    assert "re-scored on this evaluation sample first" in format_result(result)
+    # same sample now: no second re-score
+    register_version(cfg, logged.model_uri, cand, root=tmp_path, rescore=rescore)
+    assert len(asked) == 1
+
+
 def test_rollback_restores_the_previous_champion(make_cfg, logged, tmp_path) -> None:
     cfg = make_cfg()
     v1 = register_version(cfg, logged.model_uri, GOOD, root=tmp_path).version

@@ -42,7 +42,11 @@ def test_report_prints_per_task_tables(tmp_path: Path) -> None:
                 "steps": 3,
                 "seconds": 1.0,
                 "tokens_per_s": 10.0,
-                "heldout": {"format_rate": 1.0, "mean_accuracy": 0.5},
+                "heldout": {
+                    "format_rate": 1.0,
+                    "mean_accuracy": 0.5,
+                    "tasks": {"ocr": {"accuracy": 0.25, "n": 8, "distinct_answers": 3}},
+                },
             }
         )
     )
@@ -56,3 +60,4 @@ def test_report_prints_per_task_tables(tmp_path: Path) -> None:
     assert "temporal_grounding" in result.output and "mIoU 0.250" in result.output
     header = next(line for line in result.output.splitlines() if "base" in line and "grpo" in line)
     assert header.index("base") < header.index("sft") < header.index("grpo")
+    assert "0.250 (3/8)" in result.output  # held-out accuracy with distinct answers of n

@@ -75,6 +75,30 @@ def _benchmarks(cfg: EvaluateConfig, manifest: dict[str, Any]) -> tuple[list[Pat
     return [Path(f) for f in manifest["eval_files"]], Path(manifest["media_root"])
 
 
+def sample_fingerprint(
+    benchmarks: list[Path], cfg: EvaluateConfig, media: MediaConfig, style: PromptStyle
+) -> str:
+    """Identifies the evaluation sample: the questions evaluated and the settings that shape the answers.
+
+    Two evaluations with the same fingerprint scored the same records the same way, so their accuracies
+    can be compared (the registry gate insists on it).
+    """
+    h = hashlib.sha256()
+    settings = [
+        cfg.max_new_tokens,
+        str(style),
+        media.video_fps,
+        media.image_max_pixels,
+        media.video_max_pixels,
+    ]
+    h.update(json.dumps(settings).encode())
+    for bench in benchmarks:
+        h.update(bench.stem.encode())
+        for record in read_records(bench)[: cfg.max_per_benchmark]:
+            h.update(json.dumps(record, sort_keys=True, default=str).encode())
+    return h.hexdigest()[:16]
+
+
 def evaluate_model(
     name: str,
     model_dir: Path,
@@ -221,6 +245,7 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
     )
     with run_ctx as run:
         result: dict[str, Any] = {"models": {}}
+        result["sample"] = sample_fingerprint(benchmarks, cfg, p.media, p.prompt.style)
         for name in cfg.models:
             model_dir = Path(cfg.model_dir(name))
             if not (model_dir / "config.json").exists():
@@ -274,3 +299,38 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
     metrics_path.parent.mkdir(parents=True, exist_ok=True)
     metrics_path.write_text(json.dumps(result, indent=2) + "\n")
     return result
+
+
+def evaluate_logged_model(model_uri: str, p: Params, progress: bool = True) -> dict[str, Any]:
+    """Evaluate a logged or registered MLflow model (``models:/name/3``) on the current evaluation sample.
+
+    The Hugging Face folder logged as the pyfunc's artifact is downloaded and scored exactly as the
+    ``evaluate`` stage scores ``models/*``. Returns ``metrics/eval.json``'s shape for that one model under
+    the key ``"registered"``, with the sample's fingerprint (what the registry needs to re-score a champion).
+    """
+    import tempfile
+
+    import mlflow
+    import yaml
+
+    from onethinker.data.prepare import read_manifest
+    from onethinker.evaluation.masks import make_decoder
+    from onethinker.registry.pyfunc import MODEL_ARTIFACT
+
+    cfg: EvaluateConfig = p.evaluate
+    benchmarks, media_root = _benchmarks(cfg, read_manifest(p.data))
+    decoder = make_decoder(cfg.mask_decoder, cfg.sam2_config, cfg.sam2_checkpoint)
+    with tempfile.TemporaryDirectory(prefix="onethinker-rescore-") as tmp:
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
+        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+        model_dir = local / flavor["artifacts"][MODEL_ARTIFACT]["path"]
+        t0 = time.perf_counter()
+        summary, _ = evaluate_model(
+            "registered", model_dir, benchmarks, media_root, cfg, p.media, p.prompt.style, decoder, progress
+        )
+    summary["seconds"] = round(time.perf_counter() - t0, 2)
+    return {
+        "models": {"registered": summary},
+        "sample": sample_fingerprint(benchmarks, cfg, p.media, p.prompt.style),
+        "model_uri": model_uri,
+    }

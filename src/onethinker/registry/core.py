@@ -31,15 +31,17 @@ import hashlib
 import json
 import shutil
 import tempfile
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from onethinker.registry.config import RegistryConfig
 from onethinker.registry.gate import (
+    TAG_TASK_PREFIX,
     GateDecision,
     Scores,
+    comparable,
     decide,
     scores_from_eval,
     scores_from_tags,
@@ -313,11 +315,16 @@ def register_version(
     *,
     root: Path | None = None,
     run_id: str | None = None,
+    rescore: Callable[[str], Scores] | None = None,
 ) -> RegistrationResult:
     """Register ``model_uri`` as a new version, alias it ``challenger``, gate it against ``champion``.
 
     ``tags`` (lineage) and the scores become version tags; the gate's decision and reasons too. The version
     becomes ``champion`` when the gate passes. One entry is appended to ``cfg.registry_file``.
+
+    When the champion was scored on another evaluation sample than ``scores`` (see ``gate.comparable``) and
+    ``rescore`` is given, ``rescore("models:/<name>/<champion>")`` scores it again on this sample first; its
+    version tags are updated (``eval.rescored_from`` keeps the old sample) and the entry says so.
     """
     import mlflow
 
@@ -331,6 +338,23 @@ def register_version(
     alias_map, history = _state(client, name)
     champion = alias_map.get(CHAMPION)
     champion_scores = _scores_of(client, name, champion)
+    rescored: dict[str, Any] | None = None
+    if champion and champion_scores and rescore is not None and not comparable(scores, champion_scores):
+        before = champion_scores
+        champion_scores = rescore(f"models:/{name}/{champion}")
+        rescored = {
+            "version": int(champion),
+            "from_sample": before.sample,
+            "to_sample": champion_scores.sample,
+            "mean_accuracy_before": before.mean_accuracy,
+            "mean_accuracy_after": champion_scores.mean_accuracy,
+        }
+        champion_tags = {**scores_to_tags(champion_scores), "eval.rescored_from": before.sample or "unknown"}
+        for key, value in champion_tags.items():
+            client.set_model_version_tag(name, champion, key, value)
+        for key in _version(client, name, champion).tags or {}:  # tasks the new sample no longer has
+            if key.startswith(TAG_TASK_PREFIX) and key not in champion_tags:
+                client.delete_model_version_tag(name, champion, key)
 
     version_tags = {**dict(tags or {}), **scores_to_tags(scores)}
     if run_id:
@@ -369,6 +393,8 @@ def register_version(
         "model_key": version_tags.get("model_key"),
         "run_id": run_id,
     }
+    if rescored is not None:
+        entry["champion_rescored"] = rescored
     append_entry(
         root / cfg.registry_file, entry, name, champion_after, scores if decision.passed else champion_scores
     )
@@ -440,6 +466,7 @@ def register_model(
     root: Path | None = None,
     media: Any = None,
     prompt_style: str = "compact",
+    rescore: Callable[[str], Scores] | None = None,
 ) -> RegistrationResult:
     """The ``register`` stage: log the checkpoint, register a version, gate it (see the module docstring).
 
@@ -448,6 +475,7 @@ def register_model(
     taken from ``root``, the repository (default: found from the working directory). ``tags`` are added to
     the lineage tags. Runs inside a ``register`` MLflow stage run (``onethinker.tracking.stage_run``: the
     store is ``MLFLOW_TRACKING_URI`` or the repository's SQLite store), whose id is in the result.
+    ``rescore`` re-scores a champion evaluated on another sample (see ``register_version``).
     Raises ``ScoresError`` / ``RegistryError`` before logging anything when inputs are missing.
     """
     import mlflow
@@ -483,7 +511,9 @@ def register_model(
         mlflow.log_metrics({sanitize_metric_name(k): v for k, v in metrics.items()}, model_id=info.model_id)
         if (root / cfg.params_file).exists():
             mlflow.log_artifact(str(root / cfg.params_file))
-        result = register_version(cfg, info.model_uri, scores, lineage, root=root, run_id=run.info.run_id)
+        result = register_version(
+            cfg, info.model_uri, scores, lineage, root=root, run_id=run.info.run_id, rescore=rescore
+        )
         mlflow.set_tags(
             {"registry.version": f"{cfg.name}/{result.version}", "gate.decision": result.decision.decision}
         )
@@ -642,6 +672,14 @@ def format_result(result: RegistrationResult | PromotionResult) -> str:
             f"gate: {result.decision.decision}"
         )
         reasons = result.decision.reasons
+        rescored = result.entry.get("champion_rescored")
+        if rescored:
+            before, after = rescored["mean_accuracy_before"], rescored["mean_accuracy_after"]
+            reasons = (
+                f"champion v{rescored['version']} re-scored on this evaluation sample first: "
+                f"mean_accuracy {before:.4f} (sample {rescored['from_sample'] or 'unknown'}) -> {after:.4f}",
+                *reasons,
+            )
     else:
         head = f"{result.name} v{result.version}: {result.decision}"
         reasons = result.reasons

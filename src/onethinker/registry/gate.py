@@ -10,6 +10,11 @@ A candidate replaces the current champion only if
 With no champion yet (or a champion whose version carries no scores, e.g. one set by hand), the candidate
 must instead reach the absolute floors ``gate.floors.mean_accuracy`` and ``gate.floors.format_rate``.
 
+Scores are only comparable on the same evaluation sample: ``metrics/eval.json`` carries a ``sample``
+fingerprint (the questions and the generation settings), kept on each version as ``eval.sample``. A champion
+scored on another sample (or on an unknown one) fails the ``sample`` check; the ``register`` stage first
+re-scores such a champion on the current sample (``register_version(rescore=...)``), so the comparison is fair.
+
 Comparisons allow 1e-9 of float slack, so a margin of exactly 0.01 passes at an improvement of 0.01.
 Scores travel with each model version as tags (``eval.mean_accuracy``, ``eval.format_rate``,
 ``eval.task.<slug>``), so the gate needs nothing but the registry to compare two versions.
@@ -28,6 +33,7 @@ EPS = 1e-9
 TAG_AGGREGATE = "eval.mean_accuracy"
 TAG_FORMAT = "eval.format_rate"
 TAG_TASK_PREFIX = "eval.task."
+TAG_SAMPLE = "eval.sample"
 
 
 class ScoresError(ValueError):
@@ -41,6 +47,8 @@ class Scores:
     mean_accuracy: float
     format_rate: float | None = None
     tasks: Mapping[str, float] = field(default_factory=dict)
+    sample: str | None = None
+    """Fingerprint of the evaluation sample the scores come from (None: unknown, e.g. older versions)."""
 
 
 @dataclass(frozen=True)
@@ -111,7 +119,13 @@ def scores_from_eval(eval_metrics: Mapping[str, Any], model_key: str) -> Scores:
         acc = _finite(metrics.get("accuracy")) if isinstance(metrics, Mapping) else None
         if acc is not None:
             tasks[str(slug)] = acc
-    return Scores(agg, _finite(entry.get("format_rate")), dict(sorted(tasks.items())))
+    sample = eval_metrics.get("sample")
+    return Scores(
+        agg,
+        _finite(entry.get("format_rate")),
+        dict(sorted(tasks.items())),
+        sample if isinstance(sample, str) and sample else None,
+    )
 
 
 def scores_to_tags(scores: Scores) -> dict[str, str]:
@@ -119,6 +133,8 @@ def scores_to_tags(scores: Scores) -> dict[str, str]:
     tags = {TAG_AGGREGATE: repr(scores.mean_accuracy)}
     if scores.format_rate is not None:
         tags[TAG_FORMAT] = repr(scores.format_rate)
+    if scores.sample is not None:
+        tags[TAG_SAMPLE] = scores.sample
     tags.update({f"{TAG_TASK_PREFIX}{slug}": repr(acc) for slug, acc in scores.tasks.items()})
     return tags
 
@@ -136,7 +152,12 @@ def scores_from_tags(tags: Mapping[str, str]) -> Scores | None:
     if agg is None:
         return None
     tasks = {k[len(TAG_TASK_PREFIX) :]: num(v) for k, v in tags.items() if k.startswith(TAG_TASK_PREFIX)}
-    return Scores(agg, num(tags.get(TAG_FORMAT)), {k: v for k, v in sorted(tasks.items()) if v is not None})
+    return Scores(
+        agg,
+        num(tags.get(TAG_FORMAT)),
+        {k: v for k, v in sorted(tasks.items()) if v is not None},
+        tags.get(TAG_SAMPLE) or None,
+    )
 
 
 # --------------------------------------------------------------------------------------------------
@@ -220,6 +241,11 @@ def check_against_champion(
     return checks
 
 
+def comparable(candidate: Scores, champion: Scores) -> bool:
+    """Both scored on the same evaluation sample (or the candidate's sample is unknown: nothing to check)."""
+    return candidate.sample is None or champion.sample == candidate.sample
+
+
 def decide(
     candidate: Scores, champion: Scores | None, gate: GateConfig, champion_version: str | None = None
 ) -> GateDecision:
@@ -236,5 +262,15 @@ def decide(
                 ),
             )
         return GateDecision(all(c.passed for c in checks), tuple(checks), None)
+    if not comparable(candidate, champion):
+        who = f"champion v{champion_version}" if champion_version else "champion"
+        check = Check(
+            "sample",
+            False,
+            f"{who} was scored on another evaluation sample ({champion.sample or 'unknown'} vs "
+            f"{candidate.sample}): its scores are not comparable; re-score it on this sample "
+            "(the register stage does) or promote by hand with --force",
+        )
+        return GateDecision(False, (check,), champion_version)
     checks = check_against_champion(candidate, champion, gate, champion_version)
     return GateDecision(all(c.passed for c in checks), tuple(checks), champion_version)
