@@ -26,15 +26,6 @@ from onethinker.evaluation.config import EvaluateConfig
 from onethinker.evaluation.core import model_summary, score_benchmark
 
 
-def model_fingerprint(model_dir: Path) -> str:
-    """Changes whenever the weights are rewritten (names, sizes and mtimes of the weight files)."""
-    h = hashlib.sha256()
-    for f in sorted(model_dir.glob("*.safetensors")) + sorted(model_dir.glob("*.json")):
-        st = f.stat()
-        h.update(f"{f.name}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
-
-
 def _mask_fn(media_root: Path, decoder):
     from onethinker.data.media import decode_video
     from onethinker.evaluation.core import _box, _points
@@ -75,6 +66,12 @@ def _benchmarks(cfg: EvaluateConfig, manifest: dict[str, Any]) -> tuple[list[Pat
     return [Path(f) for f in manifest["eval_files"]], Path(manifest["media_root"])
 
 
+def answer_settings(cfg: EvaluateConfig, media: MediaConfig, style: PromptStyle) -> list[Any]:
+    """The settings that shape a model's answers to the same questions (the generation cache and the sample
+    fingerprint both key on them)."""
+    return [cfg.max_new_tokens, str(style), media.video_fps, media.image_max_pixels, media.video_max_pixels]
+
+
 def sample_fingerprint(
     benchmarks: list[Path], cfg: EvaluateConfig, media: MediaConfig, style: PromptStyle
 ) -> str:
@@ -84,14 +81,7 @@ def sample_fingerprint(
     can be compared (the registry gate insists on it).
     """
     h = hashlib.sha256()
-    settings = [
-        cfg.max_new_tokens,
-        str(style),
-        media.video_fps,
-        media.image_max_pixels,
-        media.video_max_pixels,
-    ]
-    h.update(json.dumps(settings).encode())
+    h.update(json.dumps(answer_settings(cfg, media, style)).encode())
     for bench in benchmarks:
         h.update(bench.stem.encode())
         for record in read_records(bench)[: cfg.max_per_benchmark]:
@@ -110,16 +100,18 @@ def evaluate_model(
     decoder,
     progress: bool = True,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Evaluate one model on every benchmark; generation results are cached per model fingerprint."""
+    """Evaluate one model on every benchmark; generation results are cached per model fingerprint (the files'
+    contents) and answer settings."""
     from tqdm import tqdm
 
     from onethinker.data.examples import prompt_example
     from onethinker.modeling import load_model, load_processor
     from onethinker.rl.rollout import HFRolloutEngine, SamplingParams, make_engine
+    from onethinker.training.checkpoint import model_fingerprint
     from onethinker.training.model_utils import device
 
-    fp = model_fingerprint(model_dir)
-    settings = f"{fp}-{cfg.max_new_tokens}-{style}-{media.video_fps}-{media.image_max_pixels}"
+    # the model's file contents, not their mtimes: a `dvc checkout` or a registry download reuses the cache
+    settings = f"{model_fingerprint(model_dir)}-{json.dumps(answer_settings(cfg, media, style))}"
     cache_dir = Path(cfg.cache_dir) / name
     cache_dir.mkdir(parents=True, exist_ok=True)
     model = processor = engine = None
