@@ -29,6 +29,7 @@ help:
 	@echo "make lint       ruff check + format check"
 	@echo "make bench      run the benchmarks and print their figures"
 	@echo "make serve      MLflow + Prefect servers on 127.0.0.1 and a worker per pool; 'make stop' stops them"
+	@echo "                (STORE=postgres: both on a PostgreSQL cluster of our own, proxied artifacts)"
 	@echo "make test-ci    what .ci/run runs: make test plus the slow Prefect end-to-end integration test"
 
 # torch first, pinned to the local CPU wheel, so no dependency pulls a CUDA build.
@@ -69,12 +70,17 @@ clean:
 
 # Local stack on 127.0.0.1: MLflow (mlflow/serve.sh, the repo's SQLite store) and Prefect servers, plus one
 # Prefect process worker per pool (cpu, gpu). PIDs and logs in .serve/; `make stop` stops exactly those.
+# STORE=postgres: both servers on a PostgreSQL cluster of our own (.serve/postgres/, port PG_PORT or a free
+# one), MLflow with proxied artifacts in .serve/mlflow-artifacts/: infra/compose.yaml without containers.
 .PHONY: serve stop
 MLFLOW_PORT ?= 5000
 PREFECT_PORT ?= 4200
+STORE ?= sqlite
+PG_PORT ?=
 
 serve: install
-	$(PY) -m flows.serve start --mlflow-port $(MLFLOW_PORT) --prefect-port $(PREFECT_PORT)
+	$(PY) -m flows.serve start --mlflow-port $(MLFLOW_PORT) --prefect-port $(PREFECT_PORT) --store $(STORE) \
+		$(if $(PG_PORT),--pg-port $(PG_PORT))
 
 stop:
 	@if [ -x $(PY) ]; then $(PY) -m flows.serve stop; else echo "nothing to stop (no $(VENV))"; fi

@@ -6,9 +6,16 @@ answer, then one Prefect process worker per pool (``cpu``, ``gpu``; each creates
 and waits for their heartbeats. It writes ``.serve/<name>.pid``, ``.serve/<name>.log``, ``.serve/stack.json``
 and ``.serve/env`` (``source .serve/env`` points a shell's ``prefect`` / ``mlflow`` commands at the stack),
 then prints the addresses. ``stop`` stops exactly the processes named by the PID files, workers first,
-then the Prefect server, then MLflow.
+then the Prefect server, then MLflow, then PostgreSQL.
+
+``--store postgres`` (``make serve STORE=postgres``) is the production layout of ``infra/compose.yaml``
+without containers: first a PostgreSQL cluster of our own (:mod:`flows.postgres`; kept in
+``.serve/postgres/``, on ``--pg-port``, default a free port) with the ``mlflow`` and ``prefect`` databases;
+MLflow then serves on it with proxied artifacts in ``.serve/mlflow-artifacts/``, Prefect on
+``postgresql+asyncpg://``. The cluster's data stays between ``stop`` and ``start``.
 
     python -m flows.serve start [--mlflow-port 5000] [--prefect-port 4200] [--pools cpu gpu]
+                                [--store sqlite|postgres] [--pg-port PORT]
     python -m flows.serve stop
     python -m flows.serve status
 """
@@ -23,11 +30,13 @@ import sys
 import time
 from pathlib import Path
 
+from flows import postgres as pg
 from flows import servers
 
 MARKERS: dict[str, tuple[str, ...]] = {
     "mlflow": ("mlflow", "server"),
     "prefect-server": ("prefect", "server"),
+    "postgres": ("postgres", "-D"),
 }
 """What a PID's command line must contain before it is signalled (workers: ``worker`` and the pool)."""
 
@@ -39,8 +48,8 @@ def _markers(name: str) -> tuple[str, ...]:
 
 
 def _stop_order(names: list[str]) -> list[str]:
-    """Workers first, then the Prefect server, then MLflow (then anything else)."""
-    rank = {"prefect-server": 1, "mlflow": 2}
+    """Workers first, then the Prefect server, then MLflow, then anything else, then PostgreSQL."""
+    rank = {"prefect-server": 1, "mlflow": 2, "postgres": 4}
     return sorted(names, key=lambda n: (0 if n.startswith("worker-") else rank.get(n, 3), n))
 
 
@@ -70,7 +79,7 @@ def stop_stack(state_dir: Path) -> list[str]:
             continue
         if servers.is_alive(pid) and servers.matches(pid, _markers(name)):
             t0 = time.monotonic()
-            servers.stop(pid)
+            (pg.stop if name == "postgres" else servers.stop)(pid)
             lines.append(f"stopped {name} (pid {pid}) in {time.monotonic() - t0:.1f}s")
         else:
             lines.append(f"{name} (pid {pid}) was not running")
@@ -87,14 +96,18 @@ def start_stack(
     pools: list[str],
     timeout: float = 180.0,
     prefect_home: Path | None = None,
-    mlflow_store: tuple[str, Path] | None = None,
+    mlflow_store: tuple[str | None, Path | None] | None = None,
     server_env: dict[str, str] | None = None,
     worker_env: dict[str, str] | None = None,
+    postgres: pg.PostgresCluster | None = None,
 ) -> dict[str, servers.Managed]:
     """Start MLflow and Prefect servers, then a process worker per pool; returns the started processes.
 
     ``prefect_home`` defaults to ``$PREFECT_HOME`` or ``<root>/.prefect``; ``mlflow_store`` (backend URI,
     artifact folder) to the repository's SQLite store; ``server_env`` / ``worker_env`` add variables.
+    With ``postgres``, that cluster is started first (``postgres`` in the result) and both servers use it:
+    MLflow its ``mlflow`` database (``mlflow_store``'s folder, default ``<state_dir>/mlflow-artifacts``,
+    holds the proxied artifacts), Prefect its ``prefect`` database.
     """
     if running(state_dir):
         raise servers.ServerError(f"already running: {running(state_dir)}; run `make stop` first")
@@ -119,9 +132,19 @@ def start_stack(
     try:
         t0 = time.monotonic()
         backend, artifacts = mlflow_store or (None, None)
-        ml_env = {**servers.mlflow_env(mlflow_port, backend, artifacts), **(server_env or {})}
+        server_env = dict(server_env or {})
+        if postgres is not None:
+            backend = postgres.url("mlflow")
+            artifacts = artifacts or state_dir / "mlflow-artifacts"
+            managed = pg.start(postgres, "postgres", root, timeout=timeout, log=state_dir / "postgres.log")
+            (state_dir / "postgres.pid").write_text(f"{managed.pid}\n")
+            started["postgres"] = managed
+            server_env.update(postgres.client_env())
+        ml_env = {**servers.mlflow_env(mlflow_port, backend, artifacts), **server_env}
         ml = launch("mlflow", servers.mlflow_command(root), ml_env, mlflow_url)
-        pf_env = {**servers.prefect_env(prefect_home), **(server_env or {})}
+        pf_env = {**servers.prefect_env(prefect_home), **server_env}
+        if postgres is not None:
+            pf_env["PREFECT_API_DATABASE_CONNECTION_URL"] = postgres.url("prefect", "postgresql+asyncpg")
         pf = launch(
             "prefect-server",
             servers.prefect_server_command(prefect_port),
@@ -168,6 +191,19 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--prefect-port", type=int, default=int(os.environ.get("PREFECT_PORT", "4200")))
     parser.add_argument("--pools", nargs="+", default=["cpu", "gpu"])
     parser.add_argument("--timeout", type=float, default=180.0)
+    parser.add_argument(
+        "--store",
+        choices=["sqlite", "postgres"],
+        default=os.environ.get("STORE") or "sqlite",
+        help="sqlite: the repository's MLflow store, Prefect's SQLite; postgres: a PostgreSQL cluster of "
+        "our own in <state-dir>/postgres for both (the layout of infra/compose.yaml)",
+    )
+    parser.add_argument(
+        "--pg-port",
+        type=int,
+        default=int(os.environ.get("PG_PORT") or 0),
+        help="PostgreSQL's port with --store postgres (default: a free one)",
+    )
     args = parser.parse_args(argv)
     root = Path.cwd().resolve()
     state_dir = args.state_dir if args.state_dir.is_absolute() else root / args.state_dir
@@ -180,15 +216,22 @@ def main(argv: list[str] | None = None) -> int:
         live = running(state_dir)
         print("\n".join(f"{n}: pid {p}" for n, p in live.items()) if live else "not running")
         return 0
+    cluster = None
+    if args.store == "postgres":
+        cluster = pg.PostgresCluster(state_dir / "postgres", args.pg_port or servers.free_port())
     try:
-        started = start_stack(root, state_dir, args.mlflow_port, args.prefect_port, args.pools, args.timeout)
-    except servers.ServerError as exc:
+        started = start_stack(
+            root, state_dir, args.mlflow_port, args.prefect_port, args.pools, args.timeout, postgres=cluster
+        )
+    except (servers.ServerError, pg.PostgresError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     for name, m in started.items():
         print(f"{name:<15} pid {m.pid:<8} ready in {m.seconds_to_healthy:>5.1f}s  log {m.log}")
     print(f"\nMLflow UI:   {started['mlflow'].url}")
     print(f"Prefect UI:  {started['prefect-server'].url}")
+    if cluster is not None:
+        print(f"PostgreSQL:  {cluster.url('mlflow')} and .../prefect (password in {cluster.password_file})")
     print(f"\nsource {state_dir}/env   # then: prefect deploy --all ; prefect deployment ls")
     print("make stop                # stops exactly these processes")
     return 0

@@ -118,6 +118,10 @@ class Managed:
     url: str | None = None
     seconds_to_healthy: float | None = None
     proc: subprocess.Popen[bytes] | None = None
+    env: dict[str, str] | None = None
+    """What it was started with (not written to ``stack.json``: it may hold a password), for ``respawn``."""
+    cwd: Path | None = None
+    user: tuple[int, int] | None = None
 
     def to_json(self) -> dict[str, Any]:
         return {
@@ -131,10 +135,17 @@ class Managed:
 
 
 def spawn(
-    name: str, argv: Sequence[str], env: Mapping[str, str], cwd: Path, log: Path, url: str | None = None
+    name: str,
+    argv: Sequence[str],
+    env: Mapping[str, str],
+    cwd: Path,
+    log: Path,
+    url: str | None = None,
+    user: tuple[int, int] | None = None,
 ) -> Managed:
-    """Start ``argv`` in a new session with output to ``log``."""
+    """Start ``argv`` in a new session with output to ``log`` (as ``user`` = (uid, gid) when given)."""
     log.parent.mkdir(parents=True, exist_ok=True)
+    as_user = {"user": user[0], "group": user[1], "extra_groups": []} if user else {}
     with log.open("ab") as out:
         proc = subprocess.Popen(
             list(argv),
@@ -144,8 +155,17 @@ def spawn(
             stderr=subprocess.STDOUT,
             stdin=subprocess.DEVNULL,
             start_new_session=True,
+            **as_user,
         )
-    return Managed(name, proc.pid, list(argv), log, url, None, proc)
+    return Managed(name, proc.pid, list(argv), log, url, None, proc, dict(env), cwd, user)
+
+
+def respawn(managed: Managed) -> Managed:
+    """Start what ``managed`` ran again (same command, environment, folder, log and user), e.g. after
+    stopping it to restart a server; the caller waits for it to be ready."""
+    if managed.env is None or managed.cwd is None:
+        raise ServerError(f"{managed.name}: not started by spawn(), cannot be started again")
+    return spawn(managed.name, managed.argv, managed.env, managed.cwd, managed.log, managed.url, managed.user)
 
 
 def log_tail(path: Path, lines: int = 30) -> str:

@@ -4,6 +4,8 @@
   folder) and a Prefect server (``PREFECT_HOME`` in a temporary folder, UI off), plus one process worker per
   pool (``cpu``, ``gpu``), all started by ``flows.serve.start_stack`` (what ``make serve`` runs) on free ports,
   and stopped by PID at the end (workers first), as ``make stop`` does.
+- ``pg_stack`` (session): the same on PostgreSQL (``make serve STORE=postgres``): a throwaway cluster, MLflow
+  with proxied artifacts and Prefect on it (see the fixture).
 - ``make_repo``: a copy of the working tree (``git ls-files -co --exclude-standard``) in a temporary folder
   with the smoke profile (``params.smoke.yaml``) merged into its params.yaml, committed to a fresh git
   repository (``dvc exp run`` needs a commit). The developer's workspace is never touched.
@@ -13,6 +15,7 @@ from __future__ import annotations
 
 import os
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -20,13 +23,14 @@ from typing import Any
 
 import pytest
 import yaml
-from stack_helpers import BIN, REPO, SMOKE, Stack, git, merge_params
+from stack_helpers import BIN, FIGURES, REPO, SMOKE, Stack, git, merge_params
 
 from repo_copy import copy_worktree
 
 if str(REPO) not in sys.path:  # `flows` lives at the repository root, outside the installed package
     sys.path.insert(0, str(REPO))
 
+from flows import postgres as pg  # noqa: E402
 from flows import servers  # noqa: E402
 from flows.serve import start_stack, stop_stack  # noqa: E402
 
@@ -43,13 +47,15 @@ SERVER_ENV = {
 }
 
 
-@pytest.fixture(scope="session")
-def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
-    """MLflow + Prefect servers and cpu/gpu process workers on free loopback ports; stopped by PID."""
-    base = tmp_path_factory.mktemp("stack")
+def _serve(base: Path, postgres: pg.PostgresCluster | None = None) -> Iterator[Stack]:
+    """Start the stack under ``base`` (on ``postgres`` when given), yield it, stop exactly what started."""
     prefect_home = base / "prefect-home"
     state_dir = base / "serve"
-    store = (f"sqlite:///{base / 'mlflow.db'}", base / "mlflow-artifacts")
+    artifacts = base / "mlflow-artifacts"
+    store = (None, artifacts) if postgres else (f"sqlite:///{base / 'mlflow.db'}", artifacts)
+    server_env = dict(SERVER_ENV)
+    if postgres:
+        server_env["MLFLOW_WORKERS"] = "2"  # as infra/compose.yaml's mlflow service
     worker_env = {
         "PREFECT_WORKER_QUERY_SECONDS": "3",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -65,23 +71,67 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
         timeout=240.0,
         prefect_home=prefect_home,
         mlflow_store=store,
-        server_env=SERVER_ENV,
+        server_env=server_env,
         worker_env=worker_env,
+        postgres=postgres,
     )
     startup = {name: m.seconds_to_healthy or 0.0 for name, m in started.items()}
     startup["total"] = round(time.monotonic() - t0, 1)
     print(f"\nstack start-up (s): {startup}")
     stack = Stack(
-        f"{started['prefect-server'].url}/api", started["mlflow"].url or "", prefect_home, state_dir, startup
+        f"{started['prefect-server'].url}/api",
+        started["mlflow"].url or "",
+        prefect_home,
+        state_dir,
+        startup,
+        managed=started,
+        artifact_store=artifacts,
+        postgres=postgres,
     )
     try:
         yield stack
     finally:
         print("\n" + "\n".join(stop_stack(state_dir)))
-        for m in started.values():
+        for m in stack.managed.values():
             if m.proc is not None:
                 m.proc.wait(timeout=30)
             assert not servers.is_alive(m.pid, m.proc), f"{m.name} (pid {m.pid}) still running"
+
+
+@pytest.fixture(scope="session")
+def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """MLflow + Prefect servers and cpu/gpu process workers on free loopback ports; stopped by PID."""
+    yield from _serve(tmp_path_factory.mktemp("stack"))
+
+
+@pytest.fixture(scope="session")
+def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
+    """The production layout (``infra/compose.yaml``) without containers: a throwaway PostgreSQL cluster on
+    a free loopback port with the ``mlflow`` and ``prefect`` databases, MLflow on it with proxied artifacts
+    (2 workers), Prefect on it, cpu/gpu process workers. Stopped by PID (PostgreSQL last), then removed.
+
+    Skipped where PostgreSQL cannot run (no binaries, or root without an unprivileged user), unless
+    ``ONETHINKER_REQUIRE_POSTGRES=1`` (``.ci/run`` sets it): then that is a failure.
+    """
+    reason = pg.available()
+    if reason:
+        if os.environ.get("ONETHINKER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    # not under pytest's temporary folder: it is private to root (0700), and the server runs as another user
+    cluster = pg.PostgresCluster(Path(tempfile.mkdtemp(prefix="onethinker-pg-")), servers.free_port())
+    try:
+        yield from _serve(tmp_path_factory.mktemp("pg-stack"), cluster)
+    finally:
+        pg.remove(cluster)
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """The figures the production-stack tests measured (writers, requests/s, restarts), after every run."""
+    if FIGURES:
+        terminalreporter.section("production stack figures")
+        for line in FIGURES:
+            terminalreporter.write_line(line)
 
 
 @pytest.fixture

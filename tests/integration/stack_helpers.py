@@ -13,7 +13,7 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -22,10 +22,19 @@ import yaml
 from repo_copy import deep_merge
 
 REPO = Path(__file__).resolve().parents[2]
+if str(REPO) not in sys.path:  # `flows` lives at the repository root, outside the installed package
+    sys.path.insert(0, str(REPO))
+
+from flows import postgres as pg  # noqa: E402
+from flows import servers  # noqa: E402
 
 SMOKE = Path(__file__).with_name("params.smoke.yaml")
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
 BIN = Path(sys.executable).parent
+
+
+FIGURES: list[str] = []
+"""Lines the tests measured, printed in pytest's terminal summary (``conftest.pytest_terminal_summary``)."""
 
 
 @dataclass
@@ -35,6 +44,11 @@ class Stack:
     prefect_home: Path
     state_dir: Path
     startup_s: dict[str, float]
+    managed: dict[str, servers.Managed] = field(default_factory=dict)
+    """What ``start_stack`` started, by name (``restart`` replaces an entry)."""
+    artifact_store: Path | None = None
+    """The MLflow server's ``--artifacts-destination``."""
+    postgres: pg.PostgresCluster | None = None
 
     def env(self, **extra: str) -> dict[str, str]:
         """Environment for a ``prefect`` command against this stack."""
@@ -50,6 +64,26 @@ class Stack:
         )
         env.update(extra)
         return env
+
+    def restart(self, name: str, down_s: float = 0.0, timeout: float = 240.0) -> dict[str, float]:
+        """Stop ``name`` (``mlflow`` or ``postgres``) by PID, keep it down ``down_s`` more seconds, start it
+        again as it was started, wait until it answers. Returns the seconds it took to stop and the whole
+        outage (stop to ready)."""
+        old = self.managed[name]
+        t0 = time.monotonic()
+        (pg.stop if name == "postgres" else servers.stop)(old.pid, old.proc)
+        stopped = time.monotonic()
+        time.sleep(down_s)
+        new = servers.respawn(old)
+        (self.state_dir / f"{name}.pid").write_text(f"{new.pid}\n")
+        self.managed[name] = new
+        if name == "postgres":
+            assert self.postgres is not None
+            ready = self.postgres.ready
+        else:
+            ready = servers.mlflow_ready(self.mlflow_url)
+        servers.wait_until(ready, new, timeout)
+        return {"stop_s": round(stopped - t0, 1), "outage_s": round(time.monotonic() - t0, 1)}
 
     # -- Prefect REST API -------------------------------------------------------------------------
 

@@ -1,20 +1,28 @@
-"""The whole pipeline on the smoke profile through the deployed flows (``slow``: several minutes on 2 cores).
+"""The whole pipeline on the smoke profile through the deployed flows (``slow``: several minutes on 2 cores),
+on the SQLite stack (``stack``, what ``make serve`` runs) and on the production layout (``pg_stack``: MLflow
+and Prefect on PostgreSQL, artifacts proxied by the MLflow server; ``make serve STORE=postgres``).
 
 ``training-pipeline/weekly`` is triggered through the Prefect API with the deployment's own parameters
 (every stage, dispatched to ``dvc-stage/cpu`` and ``dvc-stage/gpu``); the cpu and gpu process workers run
 it. Then ``evaluation-only/nightly`` re-evaluates the champion the run registered. Checked: the flow runs
 completed, each stage ran on its pool, the MLflow server holds the stage runs nested under the pipeline's
 run with per-task metrics, the registry holds a version with an alias, and the Prefect artifacts exist.
+On PostgreSQL also: the same runs, metrics, logged models, versions and aliases counted in the ``mlflow``
+database and the flow runs in the ``prefect`` one, the model files in the server's artifact folder and
+downloaded through its proxy, and the champion loaded by alias through the server in a fresh process.
 Skipped, with the reason, while ``dvc.yaml`` lacks one of the stages.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 import urllib.parse
+from pathlib import Path
 
 import pytest
-from stack_helpers import REPO, Stack, deploy_all, dvc_stage_names
+from stack_helpers import FIGURES, REPO, Stack, deploy_all, dvc_stage_names
 
 pytestmark = pytest.mark.slow
 
@@ -29,13 +37,19 @@ def _full_pipeline_present() -> None:
         pytest.skip(f"dvc.yaml lacks stage(s) {', '.join(missing)}: the full pipeline has not landed yet")
 
 
+@pytest.fixture(params=["sqlite", "postgres"])
+def any_stack(request: pytest.FixtureRequest) -> Stack:
+    return request.getfixturevalue("stack" if request.param == "sqlite" else "pg_stack")
+
+
 def _runs(stack: Stack, filter_string: str) -> list[dict]:
     exps = stack.mlflow("POST", "/experiments/search", {"max_results": 100})["experiments"]
     body = {"experiment_ids": [e["experiment_id"] for e in exps], "filter": filter_string, "max_results": 100}
     return stack.mlflow("POST", "/runs/search", body).get("runs", [])
 
 
-def test_training_pipeline_then_nightly_evaluation(stack: Stack, make_repo) -> None:
+def test_training_pipeline_then_nightly_evaluation(any_stack: Stack, make_repo) -> None:
+    stack = any_stack
     root = make_repo()
     deploy_all(stack, root)
     run_id = stack.run_deployment("training-pipeline/weekly", {"retries": 0})
@@ -89,3 +103,102 @@ def test_training_pipeline_then_nightly_evaluation(stack: Stack, make_repo) -> N
     table = {a["key"]: a for a in stack.artifacts([nightly])}["evaluation-results"]["data"]
     assert f"v{aliases['champion']}" in table and table.splitlines()[2] == "| task | champion |"
     assert "champion" in json.loads((root / "reports" / "nightly" / "eval.json").read_text())["models"]
+
+    if stack.postgres is not None:
+        check_production_store(stack, root, run_id, [c["id"] for c in children], aliases)
+
+
+def check_production_store(
+    stack: Stack, root: Path, run_id: str, child_ids: list[str], aliases: dict[str, str]
+) -> None:
+    """What the pipeline left in PostgreSQL and the artifact store agrees with the servers' APIs, and the
+    champion loads back through the server."""
+    from mlflow import MlflowClient
+
+    pg = stack.postgres
+    assert pg is not None and stack.artifact_store is not None
+    client = MlflowClient(tracking_uri=stack.mlflow_url)
+    exp = client.get_experiment_by_name("onethinker")
+    # proxied artifacts: the server hands out mlflow-artifacts:/ URIs and stores under its destination
+    assert exp.artifact_location.startswith("mlflow-artifacts:/"), exp.artifact_location
+
+    # runs, metrics, registry: the API's view equals the rows in the mlflow database
+    runs = client.search_runs([exp.experiment_id], max_results=1000)
+    sql_runs = pg.count(f"SELECT count(*) FROM runs WHERE experiment_id = {exp.experiment_id}")
+    assert sql_runs == len(runs) >= 5, (sql_runs, len(runs))
+    evaluate = next(r for r in runs if r.info.run_name == "evaluate")
+    sql_keys = pg.count(f"SELECT count(*) FROM latest_metrics WHERE run_uuid = '{evaluate.info.run_id}'")
+    assert sql_keys == len(evaluate.data.metrics) > 0
+    sql_points = pg.count(
+        f"SELECT count(*) FROM metrics m JOIN runs r ON m.run_uuid = r.run_uuid "
+        f"WHERE r.experiment_id = {exp.experiment_id}"
+    )
+    versions = client.search_model_versions("name = 'onethinker'")
+    assert pg.count("SELECT count(*) FROM model_versions WHERE name = 'onethinker'") == len(versions) >= 1
+    sql_aliases = dict(
+        line.split("|")
+        for line in pg.psql(
+            "SELECT alias, version FROM registered_model_aliases WHERE name = 'onethinker'"
+        ).split()
+    )
+    assert sql_aliases == aliases, (sql_aliases, aliases)
+
+    # logged models (MLflow 3): the registered pyfunc is one; training checkpoints are more where logged
+    logged = client.search_logged_models(experiment_ids=[exp.experiment_id])
+    assert pg.count(f"SELECT count(*) FROM logged_models WHERE experiment_id = {exp.experiment_id}") == len(
+        logged
+    )
+    champion = client.get_model_version_by_alias("onethinker", "champion")
+    assert champion.model_id in {m.model_id for m in logged}, (champion.model_id, [m.model_id for m in logged])
+    by_source = {m.source_run_id: m for m in logged}
+    stage_models = sorted(
+        r.info.run_name for r in runs if r.info.run_id in by_source and r.info.run_name in ("sft", "grpo")
+    )
+
+    # the model's files are in the server's artifact folder, and come back through the proxy
+    mlmodels = list(stack.artifact_store.rglob("MLmodel"))
+    assert any(champion.model_id in str(p) for p in mlmodels), mlmodels
+    register_run = next(r for r in runs if r.info.run_name == "register")
+    import mlflow
+
+    mlflow.set_tracking_uri(stack.mlflow_url)
+    local = mlflow.artifacts.download_artifacts(
+        run_id=register_run.info.run_id, artifact_path="params.yaml", dst_path=str(root / "downloaded")
+    )
+    assert Path(local).read_bytes() == (root / "params.yaml").read_bytes()
+
+    # Prefect's rows: the pipeline run, its stage runs and artifacts, in the prefect database
+    ids = ",".join(f"'{i}'" for i in [run_id, *child_ids])
+    assert pg.count(f"SELECT count(*) FROM flow_run WHERE id IN ({ids})", "prefect") == 1 + len(child_ids)
+    assert pg.count(
+        f"SELECT count(*) FROM flow_run WHERE id IN ({ids}) AND state_type = 'COMPLETED'", "prefect"
+    ) == 1 + len(child_ids)
+    sql_artifacts = pg.count(f"SELECT count(*) FROM artifact WHERE flow_run_id IN ({ids})", "prefect")
+    assert sql_artifacts == len(stack.artifacts([run_id, *child_ids])) >= 4
+
+    # the champion loads by alias through the server, in a fresh process that has only the tracking URI
+    script = (
+        "import json, mlflow\n"
+        "from onethinker.registry.pyfunc import input_example\n"
+        "m = mlflow.pyfunc.load_model('models:/onethinker@champion')\n"
+        "out = m.predict(input_example())\n"
+        "print(json.dumps({'model_id': m.model_id, 'rows': len(out)}))\n"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=root.parent,
+        env=stack.env(MLFLOW_TRACKING_URI=stack.mlflow_url),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    loaded = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert loaded == {"model_id": champion.model_id, "rows": 1}, loaded
+    FIGURES.append(
+        f"pipeline on PostgreSQL: {sql_runs} runs, {sql_points} metric points, {len(versions)} version(s), "
+        f"aliases {sql_aliases}, {len(logged)} logged model(s) (sft/grpo checkpoints among them: "
+        f"{stage_models or 'none yet'}), {len(mlmodels)} MLmodel file(s) in the artifact store, "
+        f"{1 + len(child_ids)} flow runs and {sql_artifacts} Prefect artifacts in the prefect database; "
+        f"champion v{champion.version} loaded by alias in a fresh process"
+    )
