@@ -152,7 +152,9 @@ class PostgresCluster:
             **({"user": user[0], "group": user[1], "extra_groups": []} if user else {}),
         )
         if proc.returncode != 0:
-            raise PostgresError(f"{' '.join(argv[:2])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}")
+            raise PostgresError(
+                f"{' '.join(argv[:2])} failed ({proc.returncode}): {proc.stderr.strip()[-2000:]}"
+            )
         return proc
 
     def init(self) -> bool:

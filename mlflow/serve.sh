@@ -30,7 +30,7 @@ if [[ "${ARTIFACTS}" != *://* ]]; then
   mkdir -p "${ARTIFACTS}"
 fi
 
-args=(server --backend-store-uri "${BACKEND}" --artifacts-destination "${ARTIFACTS}"
+args=(server --backend-store-uri "${BACKEND}" --serve-artifacts --artifacts-destination "${ARTIFACTS}"
       --host "${HOST}" --port "${PORT}" --workers "${WORKERS}")
 if [[ -n "${MLFLOW_ALLOWED_HOSTS:-}" ]]; then
   args+=(--allowed-hosts "${MLFLOW_ALLOWED_HOSTS}")

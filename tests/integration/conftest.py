@@ -53,9 +53,9 @@ def _serve(base: Path, postgres: pg.PostgresCluster | None = None) -> Iterator[S
     state_dir = base / "serve"
     artifacts = base / "mlflow-artifacts"
     store = (None, artifacts) if postgres else (f"sqlite:///{base / 'mlflow.db'}", artifacts)
+    # One MLflow worker (mlflow/serve.sh's default), not compose's 2: on a busy 2-core machine uvicorn's
+    # supervisor kills workers whose start-up outlasts its health check, over and over.
     server_env = dict(SERVER_ENV)
-    if postgres:
-        server_env["MLFLOW_WORKERS"] = "2"  # as infra/compose.yaml's mlflow service
     worker_env = {
         "PREFECT_WORKER_QUERY_SECONDS": "3",
         "PATH": f"{BIN}{os.pathsep}{os.environ.get('PATH', '')}",
@@ -108,7 +108,7 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
 def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     """The production layout (``infra/compose.yaml``) without containers: a throwaway PostgreSQL cluster on
     a free loopback port with the ``mlflow`` and ``prefect`` databases, MLflow on it with proxied artifacts
-    (2 workers), Prefect on it, cpu/gpu process workers. Stopped by PID (PostgreSQL last), then removed.
+    (one worker), Prefect on it, cpu/gpu process workers. Stopped by PID (PostgreSQL last), then removed.
 
     Skipped where PostgreSQL cannot run (no binaries, or root without an unprivileged user), unless
     ``ONETHINKER_REQUIRE_POSTGRES=1`` (``.ci/run`` sets it): then that is a failure.

@@ -149,7 +149,10 @@ def check_production_store(
         logged
     )
     champion = client.get_model_version_by_alias("onethinker", "champion")
-    assert champion.model_id in {m.model_id for m in logged}, (champion.model_id, [m.model_id for m in logged])
+    assert champion.model_id in {m.model_id for m in logged}, (
+        champion.model_id,
+        [m.model_id for m in logged],
+    )
     by_source = {m.source_run_id: m for m in logged}
     stage_models = sorted(
         r.info.run_name for r in runs if r.info.run_id in by_source and r.info.run_name in ("sft", "grpo")
