@@ -247,12 +247,13 @@ def test_find_model_folder_prefers_the_shallowest(tmp_path: Path) -> None:
 # process control (make serve / make stop)
 
 
-def test_stop_order_workers_then_prefect_then_mlflow() -> None:
-    assert _stop_order(["mlflow", "prefect-server", "worker-gpu", "worker-cpu"]) == [
+def test_stop_order_workers_then_prefect_then_mlflow_then_postgres() -> None:
+    assert _stop_order(["postgres", "mlflow", "prefect-server", "worker-gpu", "worker-cpu"]) == [
         "worker-cpu",
         "worker-gpu",
         "prefect-server",
         "mlflow",
+        "postgres",
     ]
 
 

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import os
 import sys
-import tempfile
 import time
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
@@ -23,7 +22,7 @@ from typing import Any
 
 import pytest
 import yaml
-from stack_helpers import BIN, FIGURES, REPO, SMOKE, Stack, git, merge_params
+from stack_helpers import BIN, FIGURES, REPO, SMOKE, Stack, git, merge_params, throwaway_cluster
 
 from repo_copy import copy_worktree
 
@@ -113,13 +112,7 @@ def pg_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     Skipped where PostgreSQL cannot run (no binaries, or root without an unprivileged user), unless
     ``ONETHINKER_REQUIRE_POSTGRES=1`` (``.ci/run`` sets it): then that is a failure.
     """
-    reason = pg.available()
-    if reason:
-        if os.environ.get("ONETHINKER_REQUIRE_POSTGRES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    # not under pytest's temporary folder: it is private to root (0700), and the server runs as another user
-    cluster = pg.PostgresCluster(Path(tempfile.mkdtemp(prefix="onethinker-pg-")), servers.free_port())
+    cluster = throwaway_cluster()
     try:
         yield from _serve(tmp_path_factory.mktemp("pg-stack"), cluster)
     finally:

@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.error
 import urllib.request
@@ -17,6 +18,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 
 from repo_copy import deep_merge
@@ -129,6 +131,20 @@ class Stack:
 
     def mlflow(self, method: str, path: str, body: Mapping[str, Any] | None = None) -> Any:
         return http_json(method, f"{self.mlflow_url}/api/2.0/mlflow{path}", body)
+
+
+def throwaway_cluster() -> pg.PostgresCluster:
+    """A cluster (not started) in a new folder under the system's temporary folder, on a free port; skips
+    the test where PostgreSQL cannot run, or fails it when ``ONETHINKER_REQUIRE_POSTGRES=1`` (``.ci/run``).
+
+    Not under pytest's temporary folder: that is private to root (0700), and the server runs as another user.
+    """
+    reason = pg.available()
+    if reason:
+        if os.environ.get("ONETHINKER_REQUIRE_POSTGRES") == "1":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    return pg.PostgresCluster(Path(tempfile.mkdtemp(prefix="onethinker-pg-")), servers.free_port())
 
 
 def http_json(method: str, url: str, body: Mapping[str, Any] | None = None, timeout: float = 60.0) -> Any:

@@ -6,25 +6,17 @@ authentication, fast shutdown by PID, and a restart that keeps the data.
 from __future__ import annotations
 
 import os
-import tempfile
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 from flows import postgres as pg
 from flows import servers
-from flows.serve import _stop_order
-from stack_helpers import REPO
+from stack_helpers import REPO, throwaway_cluster
 
 
 @pytest.fixture
 def cluster() -> Iterator[pg.PostgresCluster]:
-    reason = pg.available()
-    if reason:
-        if os.environ.get("ONETHINKER_REQUIRE_POSTGRES") == "1":
-            pytest.fail(reason)
-        pytest.skip(reason)
-    c = pg.PostgresCluster(Path(tempfile.mkdtemp(prefix="onethinker-pg-")), servers.free_port())
+    c = throwaway_cluster()
     try:
         yield c
     finally:
@@ -72,12 +64,3 @@ def test_root_without_an_unprivileged_user_gets_a_fix(monkeypatch: pytest.Monkey
         return
     with pytest.raises(pg.PostgresError, match="useradd --system --no-create-home no-such-user-onethinker"):
         pg.service_user()
-
-
-def test_postgres_stops_last() -> None:
-    assert _stop_order(["postgres", "mlflow", "prefect-server", "worker-cpu"]) == [
-        "worker-cpu",
-        "prefect-server",
-        "mlflow",
-        "postgres",
-    ]
