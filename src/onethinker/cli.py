@@ -43,11 +43,16 @@ def _overrides(items: list[str] | None) -> dict:
     return out
 
 
-def _load(params: Path, sets: list[str] | None):
+def _load(params: Path, sets: list[str] | None, engine_of: str | None = None):
+    """Load params; ``engine_of``: the stage whose ``engine`` must be installed here (``grpo``, ``evaluate``)."""
     from onethinker.config import ConfigError, load_params
+    from onethinker.generation.base import check_engine
 
     try:
-        return load_params(params, _overrides(sets))
+        p = load_params(params, _overrides(sets))
+        if engine_of is not None:
+            check_engine(getattr(p, engine_of).engine, f"{engine_of}.engine")
+        return p
     except ConfigError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(2) from None
@@ -215,7 +220,7 @@ def grpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Multi-task RL with EMA-GRPO (or grpo / dr_grpo) from the SFT model (resumes from checkpoints)."""
     from onethinker.rl.stage import run_grpo_stage
 
-    p = _load(params, set_)
+    p = _load(params, set_, engine_of="grpo")
     summary = run_grpo_stage(p)
     held = summary.get("heldout", {})
     if held:
@@ -230,7 +235,7 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
     """Evaluate the listed models on every benchmark (greedy, resumable) with the official metrics."""
     from onethinker.evaluation.stage import run_evaluate_stage
 
-    p = _load(params, set_)
+    p = _load(params, set_, engine_of="evaluate")
     result = run_evaluate_stage(p)
     for name, m in result["models"].items():
         typer.echo(

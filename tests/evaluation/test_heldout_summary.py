@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from onethinker.evaluation.heldout import summarise
+from onethinker.generation.heldout import summarise
 
 
 def _s(acc: float, fmt: float = 1.0) -> dict[str, float]:

@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from onethinker.config import ConfigError
+from onethinker.generation.config import VLLMConfig
 
 
 @dataclass(frozen=True)
@@ -24,6 +25,9 @@ class EvaluateConfig:
     max_new_tokens: int = 160
     batch_size: int = 32
     engine: Literal["hf", "vllm"] = "hf"
+    """``hf``: Hugging Face ``generate``; ``vllm``: vLLM's offline engine (GPU workers; checked at load)."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """vLLM settings, read when ``engine: vllm``."""
     mask_decoder: Literal["grabcut", "sam2"] = "grabcut"
     sam2_config: str | None = None
     sam2_checkpoint: str | None = None

@@ -1,7 +1,7 @@
 """The ``evaluate`` stage: every listed model on every benchmark, greedy, resumable, scored officially.
 
 For each model (``base``, ``sft``, ``grpo`` by default) and benchmark file, responses come from the same
-rollout engine as RL (greedy). Each scored sample is appended to a cache keyed by the model's fingerprint,
+rollout engines as RL (greedy; ``evaluate.engine``: ``hf`` or ``vllm``, settings in ``evaluate.vllm``). Each scored sample is appended to a cache keyed by the model's fingerprint,
 so an interrupted evaluation only generates what is missing. Outputs: ``metrics/eval.json`` (DVC metrics),
 per-sample predictions ``reports/eval/predictions/<model>.jsonl``, ``reports/eval/accuracy_by_task.csv`` (a DVC plot)
 and PNG plots comparing the models per task; all of it logged to one MLflow run.
@@ -24,6 +24,7 @@ from onethinker.data.formats import read_records, resolve_media
 from onethinker.data.prompts import PromptStyle
 from onethinker.evaluation.config import EvaluateConfig
 from onethinker.evaluation.core import model_summary, score_benchmark
+from onethinker.generation.base import check_engine
 
 
 def _mask_fn(media_root: Path, decoder):
@@ -105,8 +106,9 @@ def evaluate_model(
     from tqdm import tqdm
 
     from onethinker.data.examples import prompt_example
+    from onethinker.generation import make_engine
+    from onethinker.generation.base import SamplingParams
     from onethinker.modeling import load_model, load_processor
-    from onethinker.rl.rollout import HFRolloutEngine, SamplingParams, make_engine
     from onethinker.training.checkpoint import model_fingerprint
     from onethinker.training.model_utils import device
 
@@ -133,13 +135,17 @@ def evaluate_model(
             cache_file.touch()
         todo = [r for r in records if str(r.get("problem_id")) not in cached]
         if todo:
-            if model is None:
+            if engine is None:
                 processor = load_processor(model_dir)
-                model = load_model(model_dir).to(device())
-                engine = (
-                    HFRolloutEngine(model, processor, cfg.batch_size)
-                    if cfg.engine == "hf"
-                    else make_engine(cfg.engine, model, processor, cfg.batch_size, str(model_dir))
+                # vLLM loads the folder itself: no Hugging Face copy of the model is needed then
+                model = load_model(model_dir).to(device()) if cfg.engine == "hf" else None
+                engine = make_engine(
+                    cfg.engine,
+                    model,
+                    processor,
+                    model_dir=model_dir,
+                    batch_size=cfg.batch_size,
+                    vllm=cfg.vllm,
                 )
             sampling = SamplingParams(n=1, greedy=True, max_new_tokens=cfg.max_new_tokens)
             with (
@@ -173,6 +179,8 @@ def evaluate_model(
         summary, rows = score_benchmark(records, responses, _mask_fn(media_root, decoder))
         summaries[bench.stem] = summary
         all_rows.extend({"model": name, "benchmark": bench.stem, **row} for row in rows)
+    if engine is not None and hasattr(engine, "close"):
+        engine.close()  # frees vLLM's memory before the next model
     return model_summary(summaries), all_rows
 
 
@@ -224,6 +232,7 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
     from onethinker.evaluation.masks import make_decoder
 
     cfg: EvaluateConfig = p.evaluate
+    check_engine(cfg.engine, "evaluate.engine")
     manifest = read_manifest(p.data)
     benchmarks, media_root = _benchmarks(cfg, manifest)
     decoder = make_decoder(cfg.mask_decoder, cfg.sam2_config, cfg.sam2_checkpoint)

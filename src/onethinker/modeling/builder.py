@@ -23,6 +23,8 @@ from typing import Any
 
 import torch
 from transformers import (
+    AutoConfig,
+    AutoModelForCausalLM,
     AutoModelForImageTextToText,
     AutoProcessor,
     GenerationConfig,
@@ -35,7 +37,7 @@ from transformers import (
 )
 from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
 
-from onethinker.modeling.config import BaseModelConfig
+from onethinker.modeling.config import BaseModelConfig, TextConfig
 from onethinker.modeling.tokenizer import (
     IM_END,
     IMAGE_PAD,
@@ -197,12 +199,15 @@ def load_model(
 ) -> PreTrainedModel:
     """Load a saved base model (or any image-text-to-text checkpoint) from safetensors weights only.
 
-    ``dtype=None`` keeps the checkpoint's dtype (``"auto"``); ``device`` moves the model after loading.
-    The model is returned in eval mode.
+    A checkpoint without a vision config (a text-only causal LM, such as the tiny Qwen3 the vLLM engine is
+    tested with on CPU) loads as ``AutoModelForCausalLM``. ``dtype=None`` keeps the checkpoint's dtype
+    (``"auto"``); ``device`` moves the model after loading. The model is returned in eval mode.
     """
     kwargs: dict[str, Any] = {"trust_remote_code": trust_remote_code, "use_safetensors": True}
     kwargs["dtype"] = dtype if dtype is not None else "auto"
-    model = AutoModelForImageTextToText.from_pretrained(str(path), **kwargs)
+    config = AutoConfig.from_pretrained(str(path), trust_remote_code=trust_remote_code)
+    auto = AutoModelForImageTextToText if hasattr(config, "vision_config") else AutoModelForCausalLM
+    model = auto.from_pretrained(str(path), **kwargs)
     if device is not None:
         model = model.to(device)
     return model.eval()
@@ -216,3 +221,50 @@ def load_processor(path: str | Path, trust_remote_code: bool = False) -> Process
 def count_parameters(model: torch.nn.Module, trainable_only: bool = False) -> int:
     """Number of parameters (shared ones, such as tied embeddings, counted once)."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad or not trainable_only)
+
+
+def build_text_model(
+    text: TextConfig,
+    corpus: Iterable[str],
+    vocab_size: int,
+    out_dir: str | Path,
+    seed: int = 0,
+    init_std: float = 0.02,
+) -> Path:
+    """A tiny text-only ``Qwen3ForCausalLM`` (the language half of the tiny Qwen3-VL: same sizes, tokenizer
+    and stop tokens), saved with its tokenizer to ``out_dir``.
+
+    vLLM's CPU build cannot run Qwen3-VL (its Qwen3-VL code needs torchvision), so the vLLM engine is tested
+    on CPU with this model; the trainer, the engines and ``load_model`` accept it (a folder without a
+    processor is a text-only model). ``init_std``: the weights' initial standard deviation (at the usual
+    0.02 an untrained model repeats one token; 0.25 makes its greedy answers differ from prompt to prompt).
+    Returns ``out_dir``.
+    """
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+
+    tokenizer = train_tokenizer(corpus, vocab_size)
+    config = Qwen3Config(
+        vocab_size=len(tokenizer),
+        hidden_size=text.hidden_size,
+        intermediate_size=text.intermediate_size,
+        num_hidden_layers=text.num_hidden_layers,
+        num_attention_heads=text.num_attention_heads,
+        num_key_value_heads=text.num_key_value_heads,
+        head_dim=text.head_dim,
+        max_position_embeddings=text.max_position_embeddings,
+        rms_norm_eps=text.rms_norm_eps,
+        rope_parameters={"rope_type": "default", "rope_theta": text.rope_theta},
+        tie_word_embeddings=text.tie_word_embeddings,
+        pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
+        bos_token_id=None,
+        initializer_range=init_std,
+    )
+    torch.manual_seed(seed)
+    model = Qwen3ForCausalLM(config)
+    model.generation_config = generation_config(tokenizer)
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    model.save_pretrained(out_dir)
+    tokenizer.save_pretrained(out_dir)
+    return out_dir

@@ -202,8 +202,8 @@ class OneThinkerPyfunc(mlflow.pyfunc.PythonModel):
     def load_context(self, context: Any) -> None:
         import torch
 
+        from onethinker.generation.hf import HFRolloutEngine
         from onethinker.modeling import load_model, load_processor  # registers the video processor
-        from onethinker.rl.rollout import HFRolloutEngine
 
         cfg = dict(context.model_config or {})
         path = Path(context.artifacts[MODEL_ARTIFACT])
@@ -264,7 +264,7 @@ class OneThinkerPyfunc(mlflow.pyfunc.PythonModel):
     def predict(
         self, context: Any, model_input: pd.DataFrame, params: dict[str, Any] | None = None
     ) -> pd.DataFrame:
-        from onethinker.rl.rollout import SamplingParams
+        from onethinker.generation.base import SamplingParams
 
         rows = input_rows(model_input)
         max_new = int((params or {}).get("max_new_tokens") or self.max_new_tokens)

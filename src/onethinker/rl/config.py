@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from onethinker.config import Switch, require
+from onethinker.generation.config import VLLMConfig
 from onethinker.rl.advantages import AdvantageConfig
 
 
@@ -52,6 +53,9 @@ class GRPOConfig:
     """Extra sampling rounds per step to refill a batch thinned by the filter."""
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
     engine: Literal["hf", "vllm"] = "hf"
+    """Rollout engine: ``hf`` (``generate`` on the policy) or ``vllm`` (colocated; the stage checks it is installed)."""
+    vllm: VLLMConfig = field(default_factory=VLLMConfig)
+    """vLLM settings, read when ``engine: vllm``."""
     generation_batch_size: int = 64
     freeze_vision_tower: bool = True
     freeze_projector: bool = True

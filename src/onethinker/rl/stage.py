@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 from onethinker.config import Params, to_dict
+from onethinker.generation.base import check_engine
 from onethinker.tasks import TASK_SLUGS
 
 
@@ -71,11 +72,12 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
 
     from onethinker import tracking
     from onethinker.data.prepare import read_manifest
-    from onethinker.evaluation.heldout import mlflow_metrics, run_heldout
+    from onethinker.generation.heldout import mlflow_metrics, run_heldout
     from onethinker.rl.trainer import GRPOTrainer, load_rl_records
     from onethinker.training.model_utils import save_hf_folder
 
     cfg = p.grpo
+    check_engine(cfg.engine, "grpo.engine")
     manifest = read_manifest(p.data)
     media_root = Path(manifest["media_root"])
     trainer = GRPOTrainer(cfg, load_rl_records(manifest["train_files"]), media_root, p.media, p.prompt.style)
@@ -160,6 +162,7 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
                 cfg.heldout_max_new_tokens,
                 cfg.generation_batch_size,
                 Path(cfg.plots_dir) / "heldout_predictions.jsonl",
+                engine=trainer.rollout,  # the engine that trained, holding the final weights
             )
         pngs = write_curves(history, Path(cfg.plots_dir))
         metrics_path = Path(cfg.metrics_file)

@@ -3,7 +3,9 @@
 One step, read top to bottom in ``GRPOTrainer.step``:
 
 1. sample ``rollout_batch_size`` prompts (a deterministic stream, resumable by position);
-2. generate ``n`` completions per prompt through a rollout engine (HF ``generate``; vLLM on GPU workers);
+2. generate ``n`` completions per prompt through a rollout engine (``grpo.engine``: HF ``generate`` on the
+   policy itself, or vLLM colocated in this process, which gets the new weights after every update and
+   sleeps while the policy trains);
 3. score them with ``onethinker.rewards.compute_score`` (a malformed completion scores 0 and is counted);
 4. online filtering: drop groups whose mean accuracy is outside [filter_low, filter_high]; sample more
    prompts until the batch is full or ``max_filter_retries`` extra rounds are spent (reported);
@@ -15,6 +17,10 @@ One step, read top to bottom in ``GRPOTrainer.step``:
 
 Departures from the released recipe: rollouts and updates share one process (no Ray), the HF engine is the
 CPU default, and every per-task statistic is logged to MLflow each step.
+
+The policy may also be a text-only causal LM (a folder with a tokenizer and no processor): prompts then
+carry the question text without their media. This is how the vLLM engine is tested on CPU, where vLLM
+cannot run Qwen3-VL.
 """
 
 from __future__ import annotations
@@ -34,10 +40,12 @@ from onethinker.config import MediaConfig
 from onethinker.data.examples import Example, prompt_example
 from onethinker.data.formats import read_records
 from onethinker.data.prompts import PromptStyle
+from onethinker.generation import make_engine
+from onethinker.generation.base import Completion, RolloutEngine, SamplingParams
+from onethinker.generation.hf import HFRolloutEngine, encode_prompt, tokenizer_of
 from onethinker.rl.advantages import EMAState, compute_advantages
 from onethinker.rl.config import GRPOConfig
 from onethinker.rl.loss import PolicyLoss
-from onethinker.rl.rollout import Completion, HFRolloutEngine, RolloutEngine, SamplingParams
 from onethinker.tasks import TASK_SLUGS, task_key
 from onethinker.training import checkpoint as ckpt
 from onethinker.training.engine import OptimConfig, build_engine
@@ -89,7 +97,8 @@ def build_batch(seqs: list[Sequence], pad_id: int) -> dict[str, torch.Tensor]:
         ex = {k: v for k, v in prompt.items()}
         ex["input_ids"] = torch.cat([prompt["input_ids"], resp], dim=1)  # (1, P+R)
         ex["attention_mask"] = torch.cat([prompt["attention_mask"], torch.ones_like(resp)], dim=1)
-        ex["mm_token_type_ids"] = torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(resp)], dim=1)
+        if "mm_token_type_ids" in prompt:  # multimodal models (a text-only causal LM has none)
+            ex["mm_token_type_ids"] = torch.cat([prompt["mm_token_type_ids"], torch.zeros_like(resp)], dim=1)
         mask = torch.zeros(1, p_len + resp.shape[1], dtype=torch.long)
         mask[0, p_len:] = 1  # (1, P+R): 1 on response tokens
         ex["labels"] = mask  # carried through collate's padding, turned into the response mask below
@@ -117,6 +126,31 @@ def token_logprobs(
     if with_entropy:
         ent = -(logp.exp() * logp).sum(-1)  # (B, L-1)
     return lp, ent
+
+
+def rollout_logprob_gap(
+    batches: list[list[Sequence]], built: list[dict[str, torch.Tensor]], old: list[torch.Tensor]
+) -> dict[str, list[float]]:
+    """|rollout engine's log-prob - policy's log-prob| over the sampled tokens, when the engine returned
+    them (vLLM): near 0 while the engine generates with the policy's weights, large after a failed push.
+    Returns ``{"train/rollout_logprob_gap": [mean], "train/rollout_logprob_gap_max": [max]}`` or {}."""
+    diffs: list[torch.Tensor] = []
+    for b, batch, lp in zip(batches, built, old, strict=True):
+        for r, s in enumerate(b):
+            engine_lp = s.completion.logprobs
+            if not engine_lp:
+                continue
+            pos = batch["response_mask"][r].nonzero().flatten()  # (R,) positions predicting response tokens
+            k = min(len(engine_lp), len(pos))
+            policy = lp[r, pos[:k]]  # (k,)
+            diffs.append((policy - torch.tensor(engine_lp[:k], dtype=policy.dtype)).abs())
+    if not diffs:
+        return {}
+    every = torch.cat(diffs)
+    return {
+        "train/rollout_logprob_gap": [float(every.mean())],
+        "train/rollout_logprob_gap_max": [float(every.max())],
+    }
 
 
 def is_malformed(score: dict[str, Any]) -> bool:
@@ -176,7 +210,15 @@ class GRPOTrainer:
         self.engine = build_engine(model, optim, cfg.deepspeed, cfg.micro_batch_size)
         self.rank, self.world = self.engine.rank, self.engine.world_size
         self.model = self.engine.unwrapped()
-        self.rollout = rollout or HFRolloutEngine(self.model, self.processor, cfg.generation_batch_size)
+        self.rollout = rollout or make_engine(
+            cfg.engine,
+            self.model,
+            self.processor,
+            model_dir=cfg.sft_model_dir,
+            batch_size=cfg.generation_batch_size,
+            vllm=cfg.vllm,
+            seed=cfg.seed,
+        )
         self.loss_fn = PolicyLoss(
             clip_low=cfg.clip_low,
             clip_high=cfg.clip_high,
@@ -185,7 +227,7 @@ class GRPOTrainer:
             entropy_coef=cfg.entropy_coef,
             max_response_length=cfg.max_response_length,
         )
-        tok = self.processor.tokenizer
+        tok = tokenizer_of(self.processor)
         self.pad_id = tok.pad_token_id
         self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
         self.ema = EMAState()
@@ -221,9 +263,7 @@ class GRPOTrainer:
     def _prompt(self, i: int) -> tuple[Example, dict[str, torch.Tensor]]:
         if i not in self._prompt_cache:
             ex = prompt_example(self.records[i], self.media_root, self.media, self.style)
-            from onethinker.modeling.inputs import encode_chat
-
-            enc = encode_chat(self.processor, ex.messages, ex.images, ex.videos, add_generation_prompt=True)
+            enc = encode_prompt(self.processor, ex)
             if len(self._prompt_cache) < 20000:
                 self._prompt_cache[i] = (ex, enc)
             return ex, enc
@@ -259,10 +299,19 @@ class GRPOTrainer:
         idx = self._next_prompts(count)
         prompts = [self._prompt(i) for i in idx]
         t0 = time.perf_counter()
+        hf = isinstance(self.rollout, HFRolloutEngine)
         sampling = SamplingParams(
-            n=cfg.n, temperature=cfg.temperature, top_p=cfg.top_p, max_new_tokens=cfg.max_response_length
+            n=cfg.n,
+            temperature=cfg.temperature,
+            top_p=cfg.top_p,
+            max_new_tokens=cfg.max_response_length,
+            # HF samples from this process's RNG stream (seeded, checkpointed); vLLM has its own sampler, so
+            # each round gets a seed derived from the step, the round and the rank (resume repeats it), and
+            # returns the sampled tokens' log-probs (compared with the policy's below: a sync check).
+            seed=None if hf else self._rollout_seed(group_offset),
+            logprobs=not hf,
         )
-        if isinstance(self.rollout, HFRolloutEngine):
+        if hf:
             completions = self.rollout.generate(
                 [p[0] for p in prompts], sampling, encoded=[p[1] for p in prompts]
             )
@@ -300,6 +349,13 @@ class GRPOTrainer:
                 k += 1
             groups.append(seqs)
         return groups, t1 - t0, t2 - t1
+
+    def _rollout_seed(self, group_offset: int) -> int:
+        """The sampling seed of one rollout round: a function of the run's seed, the step, the round (its
+        first group's index) and the rank, so a resumed run samples what the uninterrupted one did."""
+        return (((self.cfg.seed * 100_003 + self.step_no) * 10_007 + group_offset) * 101 + self.rank) % (
+            2**31 - 1
+        )
 
     def _keep(self, group: list[Sequence]) -> bool:
         if not self.cfg.online_filter:
@@ -377,12 +433,14 @@ class GRPOTrainer:
         batches = [seqs[i : i + micro] for i in range(0, len(seqs), micro)]
         built = [build_batch(b, self.pad_id) for b in batches]  # once per step, reused by every PPO epoch
         old, ref = [], []
+        self.rollout_sleep()
         self.model.eval()
         with torch.no_grad():
             for batch in built:
                 old.append(token_logprobs(self.model, batch, self.dev)[0].cpu())
                 if self.ref_model is not None:
                     ref.append(token_logprobs(self.ref_model, batch, self.dev)[0].cpu())
+        stats.update(rollout_logprob_gap(batches, built, old))
         self.model.train()
         per_update = cfg.global_batch_size * cfg.n
         for _ in range(cfg.ppo_epochs):
@@ -414,9 +472,18 @@ class GRPOTrainer:
                     stats["train/entropy"].append(float(out.entropy))
         self.model.eval()
         self.rollout.load_weights(self.engine.unwrapped())
+        if getattr(self.rollout, "last_sync_gap", None) is not None:
+            stats["train/weight_sync_logprob_gap"].append(float(self.rollout.last_sync_gap))
         out_metrics = {k: float(np.mean(v)) for k, v in stats.items() if v}
         out_metrics["train/lr"] = self.engine.lr
         return out_metrics
+
+    def rollout_sleep(self) -> None:
+        """Let the rollout engine release its memory (vLLM's KV cache) while the policy trains; the weight
+        push after the update and the next rollout wake it up."""
+        sleep = getattr(self.rollout, "sleep", None)
+        if callable(sleep):
+            sleep()
 
     def _reward_metrics(self, groups: list[list[Sequence]]) -> dict[str, float]:
         per: dict[str, list[Sequence]] = defaultdict(list)

@@ -48,7 +48,7 @@ def _folder_mb(path: Path) -> float:
 def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, Any]:
     from onethinker import tracking
     from onethinker.data.prepare import read_manifest
-    from onethinker.evaluation.heldout import mlflow_metrics, run_heldout
+    from onethinker.generation.heldout import mlflow_metrics, run_heldout
     from onethinker.sft.trainer import export, train_sft
 
     cfg = p.sft

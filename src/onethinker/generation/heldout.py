@@ -26,7 +26,8 @@ from onethinker.config import MediaConfig
 from onethinker.data.examples import prompt_example
 from onethinker.data.formats import read_records
 from onethinker.data.prompts import PromptStyle
-from onethinker.rl.rollout import HFRolloutEngine, RolloutEngine, SamplingParams
+from onethinker.generation.base import RolloutEngine, SamplingParams
+from onethinker.generation.hf import HFRolloutEngine
 
 
 def heldout_records(eval_files: Sequence[str | Path], per_task: int) -> list[dict[str, Any]]:
@@ -107,9 +108,13 @@ def run_heldout(
     max_new_tokens: int,
     batch_size: int,
     predictions_path: str | Path,
+    engine: RolloutEngine | None = None,
 ) -> dict[str, Any]:
-    """The end-of-stage check of SFT and GRPO: greedy on the held-out sample, predictions to a JSONL file."""
-    engine = HFRolloutEngine(model, processor, batch_size=batch_size)
+    """The end-of-stage check of SFT and GRPO: greedy on the held-out sample, predictions to a JSONL file.
+
+    ``engine``: the rollout engine to generate with (default: Hugging Face ``generate`` on ``model``).
+    """
+    engine = engine or HFRolloutEngine(model, processor, batch_size=batch_size)
     held, predictions = heldout_check(
         engine, heldout_records(eval_files, per_task), media_root, media, style, max_new_tokens
     )

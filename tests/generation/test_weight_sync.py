@@ -1,0 +1,129 @@
+"""Pushing weights in chunks: plain models yield their own tensors; under DeepSpeed ZeRO-3 (2 gloo ranks,
+every parameter sharded) each chunk is gathered whole, equals the unsharded weights, and is released again."""
+
+from __future__ import annotations
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import torch
+from transformers import Qwen3Config, Qwen3ForCausalLM
+
+from onethinker.generation.weight_sync import plan_chunks, weight_chunks
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _tiny(tie: bool = True) -> Qwen3ForCausalLM:
+    torch.manual_seed(0)
+    cfg = Qwen3Config(
+        vocab_size=300,
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        head_dim=16,
+        tie_word_embeddings=tie,
+    )
+    return Qwen3ForCausalLM(cfg)
+
+
+def test_chunks_cover_every_parameter_once_within_the_budget() -> None:
+    model = _tiny(tie=True)
+    budget = 40_000  # bytes: one decoder layer's attention (4 x 64 x 64 x 4 B = 65 kB) stays whole above it
+    chunks = plan_chunks(model, budget)
+    names = [n for c in chunks for n, _ in c]
+    assert names == [n for n, _ in model.named_parameters()]  # registration order, tied weight once
+    assert "lm_head.weight" not in names  # tied to model.embed_tokens.weight
+    for chunk in chunks:
+        size = sum(p.numel() * p.element_size() for _, p in chunk)
+        modules = {n.rsplit(".", 1)[0] for n, _ in chunk}
+        assert size <= budget or len(modules) == 1, (size, modules)  # only a single big module may exceed it
+    # the tensors are the parameters' own storage: nothing is copied for a plain model
+    first = next(weight_chunks(model, budget))
+    assert first[0][1].data_ptr() == model.model.embed_tokens.weight.data_ptr()
+
+
+def test_trainable_only_skips_frozen_parameters() -> None:
+    model = _tiny(tie=False)
+    model.model.embed_tokens.requires_grad_(False)
+    names = [n for c in weight_chunks(model, 1 << 20, trainable_only=True) for n, _ in c]
+    assert "model.embed_tokens.weight" not in names and "lm_head.weight" in names
+    assert len(names) == sum(1 for p in model.parameters() if p.requires_grad)
+
+
+SCRIPT = textwrap.dedent("""
+    import hashlib, json, sys
+    from pathlib import Path
+    import torch
+    from transformers import Qwen3Config, Qwen3ForCausalLM
+    from onethinker.generation.weight_sync import is_zero3_partitioned, weight_chunks
+    from onethinker.training.engine import OptimConfig, build_engine
+
+    ds_config, out_dir = sys.argv[1:3]
+    torch.manual_seed(0)
+    model = Qwen3ForCausalLM(Qwen3Config(vocab_size=300, hidden_size=64, intermediate_size=128,
+        num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2, head_dim=16, tie_word_embeddings=True))
+    digest = lambda t: hashlib.sha256(t.detach().float().contiguous().numpy().tobytes()).hexdigest()
+    reference = {n: digest(p) for n, p in model.named_parameters()}
+    engine = build_engine(model, OptimConfig(lr=1e-3, weight_decay=0.0, warmup_ratio=0.0, total_steps=1,
+                                             grad_accum=1, max_grad_norm=1.0), ds_config, 1)
+    module = engine.unwrapped()
+    sharded = all(is_zero3_partitioned(p) and p.numel() == 0 for p in module.parameters())
+    pushed, sizes = {}, []
+    for chunk in weight_chunks(module, 40_000):
+        sizes.append(sum(t.numel() * t.element_size() for _, t in chunk))
+        for name, tensor in chunk:
+            pushed[name] = digest(tensor)
+    released = all(p.numel() == 0 for p in module.parameters())
+    rank = torch.distributed.get_rank()
+    (Path(out_dir) / f"rank{rank}.json").write_text(json.dumps({"reference": reference, "pushed": pushed,
+        "sizes": sizes, "sharded": sharded, "released": released}))
+""")
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def test_zero3_shards_are_gathered_chunk_by_chunk(tmp_path) -> None:
+    """Two gloo ranks, ZeRO-3 with every parameter partitioned (persistence threshold 0): the chunks hold the
+    full weights (equal to the model before sharding) on both ranks, and the shards are released after."""
+    config = json.loads((REPO / "infra" / "deepspeed" / "zero3.json").read_text())
+    config["zero_optimization"]["stage3_param_persistence_threshold"] = 0
+    ds_config = tmp_path / "zero3.json"
+    ds_config.write_text(json.dumps(config))
+    script = tmp_path / "gather.py"
+    script.write_text(SCRIPT)
+    cmd = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--nproc_per_node",
+        "2",
+        "--master_addr",
+        "127.0.0.1",
+        "--master_port",
+        str(_free_port()),
+        str(script),
+        str(ds_config),
+        str(tmp_path),
+    ]
+    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
+    for out in ranks:
+        assert out["sharded"], "ZeRO-3 did not partition the parameters: the test would prove nothing"
+        assert out["pushed"] == out["reference"]
+        assert out["released"]
+        assert len(out["sizes"]) > 1
+    assert ranks[0]["pushed"] == ranks[1]["pushed"]
