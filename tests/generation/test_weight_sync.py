@@ -4,16 +4,13 @@ every parameter sharded) each chunk is gathered whole, equals the unsharded weig
 from __future__ import annotations
 
 import json
-import os
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
 
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
+from gloo_ranks import torchrun
 from onethinker.generation.weight_sync import plan_chunks, weight_chunks
 
 REPO = Path(__file__).resolve().parents[2]
@@ -88,12 +85,6 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_zero3_shards_are_gathered_chunk_by_chunk(tmp_path) -> None:
     """Two gloo ranks, ZeRO-3 with every parameter partitioned (persistence threshold 0): the chunks hold the
     full weights (equal to the model before sharding) on both ranks, and the shards are released after."""
@@ -103,22 +94,7 @@ def test_zero3_shards_are_gathered_chunk_by_chunk(tmp_path) -> None:
     ds_config.write_text(json.dumps(config))
     script = tmp_path / "gather.py"
     script.write_text(SCRIPT)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(script),
-        str(ds_config),
-        str(tmp_path),
-    ]
-    env = {**os.environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=600, cwd=tmp_path, env=env)
+    proc = torchrun(script, [str(ds_config), str(tmp_path)], cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     ranks = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in (0, 1)]
     for out in ranks:

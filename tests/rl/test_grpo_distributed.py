@@ -4,11 +4,10 @@ same EMA state and the same weights, although each rank rolls out different prom
 from __future__ import annotations
 
 import json
-import socket
-import subprocess
-import sys
 import textwrap
 from pathlib import Path
+
+from gloo_ranks import torchrun
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -43,39 +42,16 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def test_two_gloo_ranks_share_ema_state_and_weights(tiny_base, tiny_data, tmp_path) -> None:
     script = tmp_path / "run_grpo.py"
     script.write_text(SCRIPT)
-    cmd = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--nproc_per_node",
-        "2",
-        "--master_addr",
-        "127.0.0.1",
-        "--master_port",
-        str(_free_port()),
-        str(script),
+    args = [
         str(tiny_base),
         str(tiny_data["root"]),
         str(tmp_path),
         str(REPO / "infra" / "deepspeed" / "zero2.json"),
     ]
-    proc = subprocess.run(
-        cmd,
-        capture_output=True,
-        text=True,
-        timeout=600,
-        cwd=tmp_path,
-        env={**__import__("os").environ, "DS_ACCELERATOR": "cpu", "OMP_NUM_THREADS": "1"},
-    )
+    proc = torchrun(script, args, cwd=tmp_path)
     assert proc.returncode == 0, proc.stderr[-4000:]
     r0 = json.loads((tmp_path / "rank0.json").read_text())
     r1 = json.loads((tmp_path / "rank1.json").read_text())

@@ -72,8 +72,11 @@ class RolloutEngine(Protocol):
 
 
 def prompt_seed(seed: int, index: int) -> int:
-    """The seed of the ``index``-th prompt of a call seeded with ``seed`` (a 31-bit int, as vLLM accepts)."""
-    return (seed * 1_000_003 + index) % (2**31 - 1)
+    """The seed of the ``index``-th prompt of a call seeded with ``seed`` (a 31-bit int, as vLLM accepts).
+
+    vLLM seeds a prompt's k-th sample with ``seed + k``: prompts are 1000 apart, so the samples of different
+    prompts never share a seed while n < 1000."""
+    return (seed * 1_000_003 + index * 1000) % (2**31 - 1)
 
 
 def text_only(example: Example) -> Example:

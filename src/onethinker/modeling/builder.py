@@ -98,14 +98,10 @@ def build_processor(cfg: BaseModelConfig, tokenizer: PreTrainedTokenizerFast) ->
     )
 
 
-def model_config(cfg: BaseModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen3VLConfig:
-    """``Qwen3VLConfig`` at the configured size, its vocabulary and special ids taken from ``tokenizer``."""
-    t, v = cfg.text, cfg.vision
-    ids = {
-        tok: tokenizer.convert_tokens_to_ids(tok)
-        for tok in (PAD_TOKEN, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)
-    }
-    text_config: dict[str, Any] = {
+def language_config(t: TextConfig, tokenizer: PreTrainedTokenizerFast) -> dict[str, Any]:
+    """The language model's config fields (Qwen3 / Qwen3-VL text), vocabulary and special ids from ``tokenizer``
+    (plain rotary embeddings: Qwen3-VL's M-RoPE sections are added by ``model_config``)."""
+    return {
         "vocab_size": len(tokenizer),
         "hidden_size": t.hidden_size,
         "intermediate_size": t.intermediate_size,
@@ -115,17 +111,23 @@ def model_config(cfg: BaseModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qw
         "head_dim": t.head_dim,
         "max_position_embeddings": t.max_position_embeddings,
         "rms_norm_eps": t.rms_norm_eps,
-        "rope_parameters": {
-            "rope_type": "default",
-            "rope_theta": t.rope_theta,
-            "mrope_section": t.mrope_section,
-            "mrope_interleaved": True,
-        },
+        "rope_parameters": {"rope_type": "default", "rope_theta": t.rope_theta},
         "tie_word_embeddings": t.tie_word_embeddings,
-        "pad_token_id": ids[PAD_TOKEN],
-        "eos_token_id": ids[IM_END],
+        "pad_token_id": tokenizer.convert_tokens_to_ids(PAD_TOKEN),
+        "eos_token_id": tokenizer.convert_tokens_to_ids(IM_END),
         "bos_token_id": None,
     }
+
+
+def model_config(cfg: BaseModelConfig, tokenizer: PreTrainedTokenizerFast) -> Qwen3VLConfig:
+    """``Qwen3VLConfig`` at the configured size, its vocabulary and special ids taken from ``tokenizer``."""
+    t, v = cfg.text, cfg.vision
+    ids = {
+        tok: tokenizer.convert_tokens_to_ids(tok)
+        for tok in (PAD_TOKEN, IM_END, VISION_START, VISION_END, IMAGE_PAD, VIDEO_PAD)
+    }
+    text_config = language_config(t, tokenizer)
+    text_config["rope_parameters"].update(mrope_section=t.mrope_section, mrope_interleaved=True)
     vision_config: dict[str, Any] = {
         "depth": v.depth,
         "hidden_size": v.hidden_size,
@@ -243,23 +245,7 @@ def build_text_model(
     from transformers import Qwen3Config, Qwen3ForCausalLM
 
     tokenizer = train_tokenizer(corpus, vocab_size)
-    config = Qwen3Config(
-        vocab_size=len(tokenizer),
-        hidden_size=text.hidden_size,
-        intermediate_size=text.intermediate_size,
-        num_hidden_layers=text.num_hidden_layers,
-        num_attention_heads=text.num_attention_heads,
-        num_key_value_heads=text.num_key_value_heads,
-        head_dim=text.head_dim,
-        max_position_embeddings=text.max_position_embeddings,
-        rms_norm_eps=text.rms_norm_eps,
-        rope_parameters={"rope_type": "default", "rope_theta": text.rope_theta},
-        tie_word_embeddings=text.tie_word_embeddings,
-        pad_token_id=tokenizer.convert_tokens_to_ids(PAD_TOKEN),
-        eos_token_id=tokenizer.convert_tokens_to_ids(IM_END),
-        bos_token_id=None,
-        initializer_range=init_std,
-    )
+    config = Qwen3Config(**language_config(text, tokenizer), initializer_range=init_std)
     torch.manual_seed(seed)
     model = Qwen3ForCausalLM(config)
     model.generation_config = generation_config(tokenizer)
