@@ -37,11 +37,19 @@ COPY --from=ghcr.io/astral-sh/uv:0.8.22 /uv /usr/local/bin/uv
 RUN uv venv --python "${PYTHON_VERSION}" /opt/venv
 
 WORKDIR /workspace
-COPY pyproject.toml constraints-gpu.txt README.md ./
+COPY pyproject.toml constraints.txt constraints-gpu.txt README.md ./
 COPY src ./src
+# Two environments, because vLLM (fastapi <0.137) and Prefect 3.8 (fastapi >=0.139) cannot share one:
+# - /opt/venv, first on PATH: training and evaluation (`.[gpu]`: DeepSpeed, vLLM with its CUDA torch), DVC and
+#   MLflow; the `onethinker` and `dvc` commands a flow runs come from here.
+# - /opt/worker: the Prefect worker and the flows (`.[orchestration]` without dependencies of its own beyond
+#   Prefect, MLflow and PyYAML: flows/ only import onethinker.tracking and onethinker.config).
 RUN uv pip install --python /opt/venv/bin/python -c constraints-gpu.txt -e ".[gpu]" \
- && python -c "import onethinker, prefect, mlflow, dvc" \
- && python -c "import importlib.util as u; assert u.find_spec('vllm') and u.find_spec('deepspeed')"
+ && /opt/venv/bin/python -c "import onethinker, mlflow, dvc, vllm, deepspeed" \
+ && uv venv --python "${PYTHON_VERSION}" /opt/worker \
+ && uv pip install --python /opt/worker/bin/python -c constraints.txt prefect mlflow pyyaml \
+ && uv pip install --python /opt/worker/bin/python --no-deps -e . \
+ && /opt/worker/bin/python -c "import prefect, mlflow, onethinker.tracking"
 
 # The repository checkout (flows/, dvc.yaml, params.yaml, .git, DVC outputs) is mounted at /workspace at run
 # time (compose: a bind mount; Kubernetes: the workspace volume claim). The editable install above points at
@@ -51,4 +59,4 @@ RUN git config --system --add safe.directory /workspace \
  && chown -R onethinker /workspace /var/lib/prefect /cache
 USER onethinker
 
-CMD ["prefect", "worker", "start", "--pool", "gpu", "--type", "process"]
+CMD ["/opt/worker/bin/prefect", "worker", "start", "--pool", "gpu", "--type", "process"]
