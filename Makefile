@@ -30,6 +30,7 @@ help:
 	@echo "make bench      run the benchmarks and print their figures"
 	@echo "make serve      MLflow + Prefect servers on 127.0.0.1 and a worker per pool; 'make stop' stops them"
 	@echo "                (STORE=postgres: both on a PostgreSQL cluster of our own, proxied artifacts)"
+	@echo "make deploy     every deployment of prefect.yaml, with its schedules, on the served Prefect (no prompt)"
 	@echo "make test-ci    what .ci/run runs: make test plus the slow Prefect end-to-end integration test"
 	@echo "make vllm-venv  vLLM's CPU build in its own venv (.venv-vllm); 'make test-vllm' runs the vLLM tests there"
 
@@ -91,13 +92,13 @@ test-vllm: vllm-venv
 	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) -m pytest -m vllm tests/vllm_cpu
 
 clean:
-	rm -rf data models reports checkpoints metrics/*.json .cache
+	rm -rf data models reports checkpoints metrics/*.json metrics/headline .cache
 
 # Local stack on 127.0.0.1: MLflow (mlflow/serve.sh, the repo's SQLite store) and Prefect servers, plus one
 # Prefect process worker per pool (cpu, gpu). PIDs and logs in .serve/; `make stop` stops exactly those.
 # STORE=postgres: both servers on a PostgreSQL cluster of our own (.serve/postgres/, port PG_PORT or a free
 # one), MLflow with proxied artifacts in .serve/mlflow-artifacts/: infra/compose.yaml without containers.
-.PHONY: serve stop
+.PHONY: serve stop deploy
 MLFLOW_PORT ?= 5000
 PREFECT_PORT ?= 4200
 STORE ?= sqlite
@@ -106,6 +107,11 @@ PG_PORT ?=
 serve: install
 	$(PY) -m flows.serve start --mlflow-port $(MLFLOW_PORT) --prefect-port $(PREFECT_PORT) --store $(STORE) \
 		$(if $(PG_PORT),--pg-port $(PG_PORT))
+
+# `prefect --no-prompt deploy --all` against the stack of `make serve` (its .serve/env), then every deployment
+# of prefect.yaml checked on the server (pool, schedules); see flows/deploy.py.
+deploy: install
+	$(PY) -m flows.deploy
 
 stop:
 	@if [ -x $(PY) ]; then $(PY) -m flows.serve stop; else echo "nothing to stop (no $(VENV))"; fi

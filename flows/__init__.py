@@ -6,5 +6,5 @@
 - :mod:`flows.champion`: the registry's ``champion`` version and its local model folder.
 - :mod:`flows.servers` and :mod:`flows.serve`: start and stop the local MLflow / Prefect stack (``make serve``).
 
-Deployments live in ``prefect.yaml`` at the repository root (``prefect deploy --all``); see ``flows/README.md``.
+Deployments live in ``prefect.yaml`` at the repository root (``make deploy``: ``prefect --no-prompt deploy --all``); see ``flows/README.md``.
 """

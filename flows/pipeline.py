@@ -21,7 +21,7 @@ See ``flows/README.md``.
 ``onethinker evaluate`` into ``reports/nightly/`` and publishes the same table.
 
 Run locally without a server: ``python -m flows.pipeline training --stages validate`` (Prefect starts an
-ephemeral API), or deploy with ``prefect deploy --all`` (``prefect.yaml`` at the repository root).
+ephemeral API), or deploy with ``make deploy`` (``prefect --no-prompt deploy --all``; ``prefect.yaml`` at the repository root).
 """
 
 import argparse

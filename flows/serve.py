@@ -120,7 +120,7 @@ def start_stack(
     state_dir.mkdir(parents=True, exist_ok=True)
     prefect_home = prefect_home or Path(os.environ.get("PREFECT_HOME") or root / ".prefect")
     mlflow_url = f"http://{servers.LOOPBACK}:{mlflow_port}"
-    api_url = f"http://{servers.LOOPBACK}:{prefect_port}/api"
+    api_url, ui_url = servers.prefect_urls(prefect_port)
     started: dict[str, servers.Managed] = {}
 
     def launch(name: str, argv: list[str], env: dict[str, str], url: str | None = None) -> servers.Managed:
@@ -142,15 +142,11 @@ def start_stack(
             server_env.update(postgres.client_env())
         ml_env = {**servers.mlflow_env(mlflow_port, backend, artifacts), **server_env}
         ml = launch("mlflow", servers.mlflow_command(root), ml_env, mlflow_url)
-        pf_env = {**servers.prefect_env(prefect_home), **server_env}
+        # server, UI and workers agree on the port (the UI's API address too)
+        pf_env = {**servers.prefect_server_env(prefect_home, prefect_port), **server_env}
         if postgres is not None:
             pf_env["PREFECT_API_DATABASE_CONNECTION_URL"] = postgres.url("prefect", "postgresql+asyncpg")
-        pf = launch(
-            "prefect-server",
-            servers.prefect_server_command(prefect_port),
-            pf_env,
-            api_url.removesuffix("/api"),
-        )
+        pf = launch("prefect-server", servers.prefect_server_command(prefect_port), pf_env, ui_url)
         servers.wait_until(servers.prefect_ready(api_url), pf, timeout, t0)
         servers.wait_until(servers.mlflow_ready(mlflow_url), ml, timeout, t0)
         w_env = {
@@ -171,6 +167,7 @@ def start_stack(
         raise
     env_lines = {
         "PREFECT_API_URL": api_url,
+        "PREFECT_UI_URL": ui_url,
         "PREFECT_HOME": str(prefect_home),
         "PREFECT_SERVER_ANALYTICS_ENABLED": "false",
         "MLFLOW_TRACKING_URI": mlflow_url,
@@ -232,7 +229,8 @@ def main(argv: list[str] | None = None) -> int:
     print(f"Prefect UI:  {started['prefect-server'].url}")
     if cluster is not None:
         print(f"PostgreSQL:  {cluster.url('mlflow')} and .../prefect (password in {cluster.password_file})")
-    print(f"\nsource {state_dir}/env   # then: prefect deploy --all ; prefect deployment ls")
+    print("\nmake deploy              # every deployment of prefect.yaml with its schedules, no prompt")
+    print(f"source {state_dir}/env   # points this shell's prefect / mlflow commands at the stack")
     print("make stop                # stops exactly these processes")
     return 0
 

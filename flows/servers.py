@@ -76,16 +76,44 @@ def prefect_server_command(port: int) -> list[str]:
     return [tool("prefect"), "server", "start", "--host", LOOPBACK, "--port", str(port)]
 
 
+def prefect_urls(port: int) -> tuple[str, str]:
+    """``(api_url, ui_url)`` of a Prefect server on ``port`` of the loopback interface."""
+    ui_url = f"http://{LOOPBACK}:{port}"
+    return f"{ui_url}/api", ui_url
+
+
 def prefect_env(
     prefect_home: Path, api_url: str | None = None, base: Mapping[str, str] | None = None, **extra: str
 ) -> dict[str, str]:
-    """Prefect settings kept inside the project: ``PREFECT_HOME``, no analytics, the API URL when given."""
+    """Prefect settings kept inside the project: ``PREFECT_HOME``, no analytics, the API URL when given
+    (with the UI address derived from it, so links printed by clients point at the same server)."""
     env = dict(os.environ if base is None else base)
     env.update({"PREFECT_HOME": str(prefect_home), "PREFECT_SERVER_ANALYTICS_ENABLED": "false"})
     if api_url:
         env["PREFECT_API_URL"] = api_url
+        env["PREFECT_UI_URL"] = api_url.removesuffix("/api")
     env.update(extra)
     return env
+
+
+def prefect_server_env(
+    prefect_home: Path, port: int, base: Mapping[str, str] | None = None, **extra: str
+) -> dict[str, str]:
+    """The Prefect server's settings, all on ``port``: its own host and port settings, the API URL the UI in
+    the browser calls (``PREFECT_UI_API_URL``; by default it is built from ``PREFECT_SERVER_API_PORT``, 4200,
+    whatever ``--port`` says) and the UI's address. An inherited ``PREFECT_API_URL`` of another stack is
+    replaced."""
+    api_url, ui_url = prefect_urls(port)
+    return prefect_env(
+        prefect_home,
+        api_url,
+        base,
+        PREFECT_SERVER_API_HOST=LOOPBACK,
+        PREFECT_SERVER_API_PORT=str(port),
+        PREFECT_UI_API_URL=api_url,
+        PREFECT_UI_URL=ui_url,
+        **extra,
+    )
 
 
 def worker_command(pool: str, name: str | None = None) -> list[str]:
@@ -173,6 +201,24 @@ def log_tail(path: Path, lines: int = 30) -> str:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
     except OSError:
         return "(no log)"
+
+
+def http_json(method: str, url: str, body: Mapping[str, Any] | None = None, timeout: float = 60.0) -> Any:
+    """A JSON request; 503/429 (a busy SQLite-backed server) are retried for up to ~2 minutes, as Prefect's
+    own client does."""
+    data = json.dumps(body).encode() if body is not None else None
+    for attempt in range(8):
+        req = urllib.request.Request(
+            url, data=data, method=method, headers={"Content-Type": "application/json"}
+        )
+        try:
+            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback only
+                return json.loads(resp.read() or b"null")
+        except urllib.error.HTTPError as exc:
+            if exc.code not in (429, 503) or attempt == 7:
+                raise
+            time.sleep(min(2**attempt, 30))
+    raise AssertionError("unreachable")
 
 
 def http_ok(url: str, timeout: float = 2.0) -> bool:
@@ -288,15 +334,8 @@ def worker_ready(api_url: str, pool: str, worker_name: str) -> Callable[[], bool
     """The worker has sent a heartbeat to its pool."""
 
     def check() -> bool:
-        req = urllib.request.Request(
-            f"{api_url}/work_pools/{pool}/workers/filter",
-            data=b"{}",
-            method="POST",
-            headers={"Content-Type": "application/json"},
-        )
         try:
-            with urllib.request.urlopen(req, timeout=2.0) as resp:  # noqa: S310 - loopback only
-                workers = json.loads(resp.read())
+            workers = http_json("POST", f"{api_url}/work_pools/{pool}/workers/filter", {}, timeout=2.0)
         except (urllib.error.URLError, OSError, ValueError):
             return False
         return any(w.get("name") == worker_name for w in workers)

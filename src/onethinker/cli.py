@@ -3,33 +3,190 @@
 Each command is a thin ``main()``: read ``params.yaml`` (plus ``--set key=value`` overrides), call the
 stage's pure core, write outputs and metrics. DVC (``dvc.yaml``) and Prefect (``flows/``) run these same
 commands.
+
+Heavy libraries (torch, transformers, mlflow) are imported inside the commands, after the params were
+loaded and checked, so ``--help`` and a bad ``--set`` answer at once. Each command's help names the params
+section it reads, its inputs and outputs, and an example (:data:`STAGE_DOCS`; a test checks them against
+``dvc.yaml``).
 """
 
 from __future__ import annotations
 
 import json
-import os
+import logging
 import resource
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated
 
 import typer
 import yaml
+from typer.core import TyperCommand, TyperGroup
+
+from onethinker.metrics_files import write_json
+
+
+class _PlainFlags:
+    """No type label (``<bool>``) after ``--help``: flags take no value."""
+
+    def get_help_option(self, ctx):  # type: ignore[no-untyped-def]
+        opt = super().get_help_option(ctx)  # type: ignore[misc]
+        if opt is not None:
+            opt.metavar = ""
+        return opt
+
+
+class _Command(_PlainFlags, TyperCommand):
+    """An argument with a metavar (``FILE``, ``VERSION``) shows that name only, not also ``<path>``."""
+
+    def __init__(self, *args, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        for param in self.params:
+            if param.param_type_name == "argument" and param.metavar:
+                param.display_type_rich = lambda ctx: None  # type: ignore[method-assign]
+
+
+class _Group(_PlainFlags, TyperGroup):
+    pass
+
+
+@dataclass(frozen=True)
+class StageDoc:
+    """What a command's ``--help`` says beyond its summary."""
+
+    params: str
+    """The params.yaml sections (or keys) the command reads."""
+    reads: str
+    writes: str
+    example: str
+    """One command line, with ``-S`` overrides of this stage's own section."""
+
+
+STAGE_DOCS: dict[str, StageDoc] = {
+    "prepare": StageDoc(
+        "prepare (+ data.root, prompt.style)",
+        "nothing for the synthetic world; the release files named in prepare.onethinker when "
+        "prepare.source is onethinker",
+        "data/train/{rl,sft_image,sft_video}.json, data/eval/<benchmark>.json, data/media/, "
+        "data/manifest.json, metrics/prepare.json",
+        "onethinker prepare -S prepare.train_per_task=50 -S prepare.eval_per_task=10",
+    ),
+    "validate": StageDoc(
+        "validate (+ data.root)",
+        "data/ (the files in data/manifest.json and their media), or the one FILE given",
+        "reports/validation/summary.json, reports/validation/index.html; exit 1 on any failure",
+        "onethinker validate data/eval/synthetic-ocr-image.json --media-root data/media",
+    ),
+    "base-model": StageDoc(
+        "base_model",
+        "data/train (the tokenizer's corpus), or base_model.name_or_path",
+        "models/base/ (a Hugging Face folder), metrics/base_model.json",
+        "onethinker base-model -S base_model.text.num_hidden_layers=4 -S base_model.vocab_size=4096",
+    ),
+    "sft": StageDoc(
+        "sft (+ media, prompt.style)",
+        "data/train/sft_*.json, data/eval (held-out check), models/base/",
+        "models/sft/, checkpoints/sft/, metrics/sft.json (per task), metrics/headline/sft.json, "
+        "reports/sft/heldout_predictions.jsonl, an MLflow run",
+        "onethinker sft -S sft.max_steps=50 -S sft.lr=3e-4",
+    ),
+    "grpo": StageDoc(
+        "grpo (+ media, prompt.style)",
+        "data/train/rl.json, data/eval (held-out check), models/sft/",
+        "models/grpo/, checkpoints/grpo/, metrics/grpo.json (per task), metrics/headline/grpo.json, "
+        "reports/grpo/{reward_curves.csv,reward_overall.png,reward_accuracy.png}, an MLflow run",
+        "onethinker grpo -S grpo.advantage.estimator=dr_grpo -S grpo.steps=30",
+    ),
+    "evaluate": StageDoc(
+        "evaluate (+ media, prompt.style)",
+        "data/eval/*.json, the models in evaluate.models (models/base, models/sft, models/grpo)",
+        "metrics/eval.json (per task and benchmark), metrics/headline/eval.json, "
+        "reports/eval/predictions/<model>.jsonl, reports/eval/{accuracy,format_rate}_by_task.png, "
+        "reports/eval/accuracy_by_task.csv, answer cache checkpoints/eval/, an MLflow run",
+        "onethinker evaluate -S 'evaluate.models=[sft,grpo]' -S evaluate.max_per_benchmark=20",
+    ),
+    "register": StageDoc(
+        "register (+ evaluate, media, prompt.style to re-score a champion)",
+        "models/grpo/, metrics/eval.json, metrics/grpo.json, the MLflow registry",
+        "a registered model version (alias challenger; champion if the gate passes), "
+        "metrics/registry.json, metrics/headline/registry.json",
+        "onethinker register -S register.gate.margin=0.02",
+    ),
+    "promote": StageDoc(
+        "register (the model name and the gate)",
+        "the MLflow registry",
+        "the champion alias, tags on the version, metrics/registry.json, metrics/headline/registry.json",
+        "onethinker promote 7 --force",
+    ),
+    "rollback": StageDoc(
+        "register (the model name)",
+        "the MLflow registry (the champion history)",
+        "the champion alias, metrics/registry.json, metrics/headline/registry.json",
+        "onethinker rollback",
+    ),
+    "report": StageDoc(
+        "none",
+        "metrics/*.json (the per-task detail files)",
+        "nothing (prints tables)",
+        "onethinker report --metrics-dir metrics",
+    ),
+}
+
+
+def _escape(text: str) -> str:
+    return text.replace("[", "\\[")  # rich markup: "[sft,grpo]" is text, not a style
+
+
+def stage_help(name: str, summary: str) -> str:
+    """The ``--help`` text of command ``name``: its summary, then params, inputs, outputs and an example."""
+    doc = STAGE_DOCS[name]
+    return _escape(
+        f"{summary}\n\n"
+        f"params:  {doc.params}\n"
+        f"reads:   {doc.reads}\n"
+        f"writes:  {doc.writes}\n\n"
+        f"example: {doc.example}"
+    )
+
+
+def _command(name: str, summary: str):  # type: ignore[no-untyped-def]
+    return app.command(name, cls=_Command, help=stage_help(name, summary))
+
 
 app = typer.Typer(
+    cls=_Group,
     help="OneThinker pipeline: prepare -> validate -> base-model -> sft -> grpo -> evaluate -> register. "
-    "`onethinker report` prints the results.",
+    "`onethinker report` prints the results; `onethinker COMMAND --help` says what a command reads and "
+    "writes.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
 )
 
-ParamsOpt = Annotated[Path, typer.Option("--params", "-p", help="Params file (YAML).")]
+
+@app.callback()
+def _main() -> None:
+    """Progress lines of the stages (the ``onethinker`` loggers, INFO) go to stderr."""
+    logger = logging.getLogger("onethinker")
+    if not any(getattr(h, "_onethinker", False) for h in logger.handlers):
+        handler = logging.StreamHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._onethinker = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+        logger.setLevel(logging.INFO)
+
+
+ParamsOpt = Annotated[Path, typer.Option("--params", "-p", metavar="FILE", help="Params file (YAML).")]
 SetOpt = Annotated[
     list[str] | None,
-    typer.Option("--set", "-S", help="Override a param, e.g. -S prepare.seed=7 (repeatable)."),
+    typer.Option(
+        "--set",
+        "-S",
+        metavar="KEY=VALUE",
+        help="Override a param (dotted key, YAML value); repeatable. See the example below.",
+    ),
 ]
 
 
@@ -62,16 +219,11 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
 
-def _write_metrics(path: Path, payload: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(payload, indent=2, sort_keys=True) + "\n")
-    os.replace(tmp, path)
-
-
-@app.command()
+@_command(
+    "prepare",
+    "Write training, SFT and held-out evaluation files plus media (synthetic world or the release).",
+)
 def prepare(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Write training, SFT and held-out evaluation files plus media (synthetic world or the release)."""
     from tqdm import tqdm
 
     from onethinker.data.prepare import counts_per_task, prepare_onethinker, prepare_synthetic
@@ -89,7 +241,7 @@ def prepare(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> Non
         result = prepare_onethinker(p.prepare, p.data)
     seconds = time.perf_counter() - t0
     counts = counts_per_task(result)
-    _write_metrics(
+    write_json(
         Path("metrics/prepare.json"),
         {
             "seconds": round(seconds, 2),
@@ -104,19 +256,23 @@ def prepare(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> Non
     )
 
 
-@app.command()
+@_command(
+    "validate", "Check prepared data (or one file) against the OneThinker formats; exit 1 on any failure."
+)
 def validate(
     path: Annotated[
-        Path | None, typer.Argument(help="Validate one OneThinker-format file instead of the dataset.")
+        Path | None,
+        typer.Argument(metavar="FILE", help="Validate one OneThinker-format file instead of the dataset."),
     ] = None,
     media_root: Annotated[
-        Path | None, typer.Option(help="Media root for PATH's relative media paths.")
+        Path | None, typer.Option(metavar="DIR", help="Media root for FILE's relative media paths.")
     ] = None,
-    kind: Annotated[str | None, typer.Option(help="rl, sft or eval (inferred when omitted).")] = None,
+    kind: Annotated[
+        str | None, typer.Option(metavar="rl|sft|eval", help="The file's layout (inferred when omitted).")
+    ] = None,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Check prepared data (or one file) against the OneThinker formats; non-zero exit on any failure."""
     from onethinker.data.prepare import read_manifest
     from onethinker.validation import validate_dataset, validate_file, write_reports
 
@@ -178,13 +334,14 @@ def _training_corpus(p) -> list[str]:
     return texts
 
 
-@app.command("base-model")
+@_command(
+    "base-model", "Build the tiny Qwen3-VL (tokenizer trained offline on the corpus) or load a checkpoint."
+)
 def base_model(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
-    out: Annotated[Path, typer.Option(help="Output folder.")] = Path("models/base"),
+    out: Annotated[Path, typer.Option(metavar="DIR", help="Output folder.")] = Path("models/base"),
 ) -> None:
-    """Build the tiny Qwen3-VL (tokenizer trained offline on the corpus) or load base_model.name_or_path."""
     from onethinker.modeling import build_base_model, count_parameters, load_model
 
     p = _load(params, set_)
@@ -193,16 +350,15 @@ def base_model(
     build_base_model(p.base_model, corpus, out)
     n = count_parameters(load_model(out))
     seconds = time.perf_counter() - t0
-    _write_metrics(
+    write_json(
         Path("metrics/base_model.json"),
         {"parameters": n, "seconds": round(seconds, 2), "source": p.base_model.name_or_path or "built"},
     )
     typer.echo(f"base model with {n:,} parameters written to {out}/ in {seconds:.1f}s")
 
 
-@app.command()
+@_command("sft", "Supervised cold start on the chain-of-thought data (resumes from the newest checkpoint).")
 def sft(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Supervised cold start on the chain-of-thought data (resumes from the newest checkpoint)."""
     from onethinker.sft.stage import run_sft_stage
 
     p = _load(params, set_)
@@ -215,9 +371,10 @@ def sft(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     )
 
 
-@app.command()
+@_command(
+    "grpo", "Multi-task RL with EMA-GRPO (or grpo / dr_grpo) from the SFT model (resumes from checkpoints)."
+)
 def grpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Multi-task RL with EMA-GRPO (or grpo / dr_grpo) from the SFT model (resumes from checkpoints)."""
     from onethinker.rl.stage import run_grpo_stage
 
     p = _load(params, set_, engine_of="grpo")
@@ -230,9 +387,10 @@ def grpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
         )
 
 
-@app.command()
+@_command(
+    "evaluate", "Evaluate the listed models on every benchmark (greedy, resumable) with the official metrics."
+)
 def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Evaluate the listed models on every benchmark (greedy, resumable) with the official metrics."""
     from onethinker.evaluation.stage import run_evaluate_stage
 
     p = _load(params, set_, engine_of="evaluate")
@@ -244,12 +402,12 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
         )
 
 
-@app.command()
+@_command(
+    "register",
+    "Log the checkpoint as an MLflow pyfunc model, register a version (alias challenger), apply the gate. "
+    "A champion scored on another evaluation sample is first re-scored on the current one.",
+)
 def register(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Log the checkpoint as an MLflow pyfunc model, register a version (alias challenger), apply the gate.
-
-    A champion scored on another evaluation sample is first re-scored on the current one.
-    """
     from onethinker.evaluation.stage import evaluate_logged_model
     from onethinker.registry import format_result, register_model
     from onethinker.registry.gate import scores_from_eval
@@ -264,16 +422,17 @@ def register(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
     typer.echo(format_result(result))
 
 
-@app.command()
+@_command("promote", "Promote a version to champion by hand; refused when it fails the gate unless --force.")
 def promote(
-    version: Annotated[str, typer.Argument(help="Registered model version to make champion.")],
+    version: Annotated[
+        str, typer.Argument(metavar="VERSION", help="Registered model version to make champion.")
+    ],
     force: Annotated[
-        bool, typer.Option("--force", help="Override a failing gate (recorded on the version).")
+        bool, typer.Option("--force", metavar="", help="Override a failing gate (recorded on the version).")
     ] = False,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Promote a version to champion by hand; refused when it fails the gate unless --force."""
     from onethinker.registry import format_result
     from onethinker.registry import promote as promote_version
 
@@ -284,9 +443,8 @@ def promote(
         raise typer.Exit(1)
 
 
-@app.command()
+@_command("rollback", "Give the champion alias back to the previous champion.")
 def rollback(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
-    """Give the champion alias back to the previous champion."""
     from onethinker.registry import RegistryError, format_result
     from onethinker.registry import rollback as rollback_champion
 
@@ -298,11 +456,15 @@ def rollback(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
         raise typer.Exit(1) from None
 
 
-@app.command()
+@_command(
+    "report",
+    "Print the pipeline's results as tables: stage headlines, then held-out accuracy per task and model.",
+)
 def report(
-    metrics_dir: Annotated[Path, typer.Option(help="Folder of the stages' metrics files.")] = Path("metrics"),
+    metrics_dir: Annotated[
+        Path, typer.Option(metavar="DIR", help="Folder of the stages' metrics files.")
+    ] = Path("metrics"),
 ) -> None:
-    """Print the pipeline's results as tables: stage headlines, then held-out accuracy per task and model."""
     from rich.console import Console
     from rich.table import Table
 

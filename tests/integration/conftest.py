@@ -1,7 +1,7 @@
 """Real servers on 127.0.0.1 for the integration tests, and throw-away copies of the repository.
 
 - ``stack`` (session): an MLflow tracking server (``mlflow/serve.sh`` over a SQLite store in a temporary
-  folder) and a Prefect server (``PREFECT_HOME`` in a temporary folder, UI off), plus one process worker per
+  folder) and a Prefect server (``PREFECT_HOME`` in a temporary folder, UI on), plus one process worker per
   pool (``cpu``, ``gpu``), all started by ``flows.serve.start_stack`` (what ``make serve`` runs) on free ports,
   and stopped by PID at the end (workers first), as ``make stop`` does.
 - ``pg_stack`` (session): the same on PostgreSQL (``make serve STORE=postgres``): a throwaway cluster, MLflow
@@ -34,7 +34,7 @@ from flows import servers  # noqa: E402
 from flows.serve import start_stack, stop_stack  # noqa: E402
 
 SERVER_ENV = {
-    "PREFECT_UI_ENABLED": "false",
+    # The UI stays on (a test checks that it calls the API on the stack's port, not 4200).
     # Background services the tests do not need, off: fewer writers on the server's SQLite database (the
     # scheduler alone inserts ~100 future runs per scheduled deployment right after `prefect deploy`).
     # Event persister and task-run recorder stay on: task runs and artifacts are recorded through them.

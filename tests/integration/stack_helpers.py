@@ -5,14 +5,11 @@ Imported by ``conftest.py`` and the tests (pytest puts this folder on ``sys.path
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -29,6 +26,7 @@ if str(REPO) not in sys.path:  # `flows` lives at the repository root, outside t
 
 from flows import postgres as pg  # noqa: E402
 from flows import servers  # noqa: E402
+from flows.servers import http_json  # noqa: E402
 
 SMOKE = Path(__file__).with_name("params.smoke.yaml")
 FINAL_STATES = {"COMPLETED", "FAILED", "CRASHED", "CANCELLED"}
@@ -147,24 +145,6 @@ def throwaway_cluster() -> pg.PostgresCluster:
     return pg.PostgresCluster(Path(tempfile.mkdtemp(prefix="onethinker-pg-")), servers.free_port())
 
 
-def http_json(method: str, url: str, body: Mapping[str, Any] | None = None, timeout: float = 60.0) -> Any:
-    """A JSON request; 503/429 (a busy SQLite-backed server) are retried for up to ~2 minutes, as Prefect's
-    own client does."""
-    data = json.dumps(body).encode() if body is not None else None
-    for attempt in range(8):
-        req = urllib.request.Request(
-            url, data=data, method=method, headers={"Content-Type": "application/json"}
-        )
-        try:
-            with urllib.request.urlopen(req, timeout=timeout) as resp:  # noqa: S310 - loopback only
-                return json.loads(resp.read() or b"null")
-        except urllib.error.HTTPError as exc:
-            if exc.code not in (429, 503) or attempt == 7:
-                raise
-            time.sleep(min(2**attempt, 30))
-    raise AssertionError("unreachable")
-
-
 def merge_params(params: dict[str, Any], overrides: Mapping[str, Any]) -> dict[str, Any]:
     """Deep-merge ``{section: {...}}`` into params; sections params.yaml does not have are skipped (their
     stage has not landed yet, and the config loader rejects unknown sections)."""
@@ -180,14 +160,17 @@ def git(cwd: Path, *args: str) -> None:
 
 
 def deploy_all(stack: Stack, root: Path) -> subprocess.CompletedProcess[str]:
-    """``prefect deploy --all`` in ``root`` (its prefect.yaml); the pull step records ``root``."""
+    """``make deploy`` in ``root``: ``python -m flows.deploy`` (``prefect --no-prompt deploy --all`` with stdin
+    closed, then every deployment of ``root``'s prefect.yaml checked on the server); the pull step records
+    ``root``."""
     proc = subprocess.run(
-        [str(BIN / "prefect"), "--no-prompt", "deploy", "--all"],
+        [sys.executable, "-m", "flows.deploy"],
         cwd=root,
         env=stack.env(PWD=str(root)),
+        stdin=subprocess.DEVNULL,
         capture_output=True,
         text=True,
-        timeout=180,
+        timeout=300,
     )
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return proc

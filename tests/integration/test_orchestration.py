@@ -8,8 +8,11 @@ triggers runs through the Prefect REST API, as a user would from the UI.
 from __future__ import annotations
 
 import json
+import urllib.request
 from pathlib import Path
 
+from flows.deploy import compare, deployed, expected_deployments, read_env_file
+from flows.servers import http_json
 from stack_helpers import REPO, Stack, deploy_all, dvc_stage_names
 
 DEPLOYMENTS = {
@@ -42,16 +45,25 @@ def corrupted_release() -> tuple[dict, dict[str, str]]:
     return params, {"corrupt/rl.json": json.dumps(records, indent=1)}
 
 
-def test_deploy_all_lists_deployments_with_schedules(stack: Stack, make_repo) -> None:
+def test_deploy_creates_every_deployment_of_prefect_yaml_with_its_schedules(stack: Stack, make_repo) -> None:
     root = make_repo()
-    deploy_all(stack, root)
+    proc = deploy_all(stack, root)  # `make deploy`: no prompt, stdin closed
+
+    # every deployment of prefect.yaml is on the server, on its pool, with its cron schedules (active)
+    expected = expected_deployments(root / "prefect.yaml")
+    assert {e.name for e in expected} == {"weekly", "nightly", "cpu", "gpu"}
+    found = deployed(stack.prefect_api)
+    lines, problems = compare(expected, found)
+    assert not problems and len(lines) == len(expected), problems
+    assert "deployed 4 of 4 deployment(s)" in proc.stdout, proc.stdout
     deps = stack.deployments()
     assert set(DEPLOYMENTS) <= set(deps), sorted(deps)
     for name, (pool, cron) in DEPLOYMENTS.items():
         dep = deps[name]
         assert dep["work_pool_name"] == pool, name
-        crons = [s["schedule"].get("cron") for s in dep.get("schedules") or []]
-        assert crons == ([cron] if cron else []), (name, crons)
+        crons = [(s["schedule"].get("cron"), s["active"]) for s in dep.get("schedules") or []]
+        assert crons == ([(cron, True)] if cron else []), (name, crons)
+        assert f"{name:<28} pool {pool:<5}" in proc.stdout, proc.stdout
         steps = dep["pull_steps"] or []
         assert {"prefect.deployments.steps.set_working_directory": {"directory": str(root)}} in steps, steps
     weekly = deps["training-pipeline/weekly"]["parameters"]
@@ -64,6 +76,32 @@ def test_deploy_all_lists_deployments_with_schedules(stack: Stack, make_repo) ->
     ]
     pools = {p["name"]: p["type"] for p in stack.api("POST", "/work_pools/filter", {})}
     assert pools.get("cpu") == "process" and pools.get("gpu") == "process", pools
+
+
+def test_server_ui_and_workers_agree_on_a_non_default_port(stack: Stack) -> None:
+    base = stack.prefect_api.removesuffix("/api")
+    port = int(base.rsplit(":", 1)[1])
+    assert port != 4200, "the stack runs on a free port, not Prefect's default"
+
+    # the UI in the browser asks /ui-settings where the API is: this server, not 127.0.0.1:4200
+    assert http_json("GET", f"{base}/ui-settings")["api_url"] == stack.prefect_api
+    req = urllib.request.Request(f"{base}/dashboard", headers={"Accept": "text/html"})
+    with urllib.request.urlopen(req, timeout=30) as resp:  # noqa: S310 - loopback only
+        assert resp.status == 200 and "<html" in resp.read().decode(errors="replace").lower()
+
+    # the workers talk to the same server (and print links to the same UI), and are online on their pools
+    for pool in ("cpu", "gpu"):
+        pid = int((stack.state_dir / f"worker-{pool}.pid").read_text())
+        env = dict(
+            item.split("=", 1)
+            for item in Path(f"/proc/{pid}/environ").read_bytes().decode().split("\0")
+            if "=" in item
+        )
+        assert env["PREFECT_API_URL"] == stack.prefect_api and env["PREFECT_UI_URL"] == base, pool
+        workers = stack.api("POST", f"/work_pools/{pool}/workers/filter", {})
+        assert [w["status"] for w in workers if w["name"] == f"{pool}-worker"] == ["ONLINE"], workers
+    serve_env = read_env_file(stack.state_dir / "env")
+    assert serve_env["PREFECT_API_URL"] == stack.prefect_api and serve_env["PREFECT_UI_URL"] == base
 
 
 def test_validation_failure_fails_the_run_and_nothing_downstream_runs(stack: Stack, make_repo) -> None:

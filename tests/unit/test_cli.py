@@ -61,3 +61,68 @@ def test_report_prints_per_task_tables(tmp_path: Path) -> None:
     header = next(line for line in result.output.splitlines() if "base" in line and "grpo" in line)
     assert header.index("base") < header.index("sft") < header.index("grpo")
     assert "0.250 (3/8)" in result.output  # held-out accuracy with distinct answers of n
+
+
+def _expand(text: str) -> str:
+    """``a/{b,c}.json`` -> ``a/b.json a/c.json`` (the help writes groups of files that way)."""
+    import re
+
+    def one(m: re.Match[str]) -> str:
+        return " ".join(f"{m.group(1)}{part}{m.group(3)}" for part in m.group(2).split(","))
+
+    return re.sub(r"(\S*)\{([^}]*)\}(\S*)", one, text)
+
+
+def test_each_stage_help_names_its_params_inputs_outputs_and_an_example() -> None:
+    import re
+    import shlex
+
+    import yaml
+
+    from onethinker.cli import STAGE_DOCS
+    from onethinker.config import load_params
+
+    repo = Path(__file__).resolve().parents[2]
+    stages = yaml.safe_load((repo / "dvc.yaml").read_text())["stages"]
+    for cmd, doc in STAGE_DOCS.items():
+        out = runner.invoke(app, [cmd, "--help"], env={"COLUMNS": "250"}).output
+        assert f"params:  {doc.params}" in out and "reads:" in out and "writes:" in out, cmd
+        assert f"example: {doc.example}" in out, (cmd, out)  # brackets survive rich markup
+        for odd in ("<list[str]>", "<bool>", "<path>", "<str>"):
+            assert odd not in out, (cmd, odd)
+
+        # what dvc.yaml says the stage reads and writes is in its help
+        stage = stages.get(cmd.replace("-", "_"))
+        if stage is not None:
+            named = set(re.findall(r"[a-z_]+(?:\.[a-z_]+)*", doc.params))
+            for key in (p for p in stage.get("params", []) if isinstance(p, str)):
+                assert key in named or key.split(".")[0] in named, (cmd, key, doc.params)
+            writes = _expand(doc.writes)
+            for entry in stage.get("outs", []) + stage.get("metrics", []) + stage.get("plots", []):
+                path = next(iter(entry)) if isinstance(entry, dict) else entry
+                assert path in writes, (cmd, path, writes)
+
+        # the example is this command's, and its -S overrides load (keys of the sections it reads)
+        tokens = shlex.split(doc.example)
+        assert tokens[:2] == ["onethinker", cmd], doc.example
+        sets = dict(tokens[i + 1].split("=", 1) for i, t in enumerate(tokens) if t == "-S")
+        load_params(repo / "params.yaml", {k: yaml.safe_load(v) for k, v in sets.items()})
+        for key in sets:
+            assert key.split(".")[0] in doc.params, (cmd, key)
+
+
+def test_a_bad_param_fails_before_any_heavy_import() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys\n"
+        "from typer.testing import CliRunner\n"
+        "from onethinker.cli import app\n"
+        "r = CliRunner().invoke(app, ['sft', '-S', 'sft.lr=x'])\n"
+        "assert r.exit_code == 2 and 'sft.lr' in r.output, r.output\n"
+        "print(sorted(m for m in ('torch', 'transformers', 'mlflow', 'matplotlib') if m in sys.modules))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]", proc.stdout

@@ -13,7 +13,10 @@ import contextlib
 import csv
 import hashlib
 import json
+import logging
+import shutil
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -25,6 +28,11 @@ from onethinker.data.prompts import PromptStyle
 from onethinker.evaluation.config import EvaluateConfig
 from onethinker.evaluation.core import model_summary, score_benchmark
 from onethinker.generation.base import check_engine
+from onethinker.metrics_files import eval_headline, write_with_headline
+
+log = logging.getLogger(__name__)
+detail_log = logging.getLogger(f"{__name__}.detail")
+"""One line per model and benchmark: to ``<reports_dir>/evaluate.log`` during the stage (not the terminal)."""
 
 
 def _mask_fn(media_root: Path, decoder):
@@ -90,6 +98,193 @@ def sample_fingerprint(
     return h.hexdigest()[:16]
 
 
+@dataclass
+class BenchmarkJob:
+    """One model on one benchmark: its records, the cache file and the answers already in it."""
+
+    bench: Path
+    records: list[dict[str, Any]]
+    cache_file: Path
+    cached: dict[str, str]
+
+    @property
+    def todo(self) -> list[dict[str, Any]]:
+        return [r for r in self.records if str(r.get("problem_id")) not in self.cached]
+
+
+@dataclass
+class ModelPlan:
+    """What evaluating one model takes: the cache key of its answers and one job per benchmark."""
+
+    name: str
+    settings: str
+    cache_dir: Path
+    jobs: list[BenchmarkJob]
+
+    @property
+    def n(self) -> int:
+        return sum(len(j.records) for j in self.jobs)
+
+    @property
+    def n_todo(self) -> int:
+        return sum(len(j.todo) for j in self.jobs)
+
+
+def _read_cache(cache_file: Path, settings: str) -> dict[str, str]:
+    cached: dict[str, str] = {}
+    if cache_file.exists():
+        for line in cache_file.read_text().splitlines():
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError:
+                continue  # a line cut by an interruption
+            if row.get("settings") == settings:
+                cached[str(row["problem_id"])] = row["response"]
+    return cached
+
+
+def plan_model(
+    name: str,
+    model_dir: Path,
+    benchmarks: list[Path],
+    cfg: EvaluateConfig,
+    media: MediaConfig,
+    style: PromptStyle,
+) -> ModelPlan:
+    """Read the answer cache of ``name``: which samples still need generating (cached per model fingerprint,
+    i.e. the files' contents, and answer settings)."""
+    from onethinker.training.checkpoint import model_fingerprint
+
+    # the model's file contents, not their mtimes: a `dvc checkout` or a registry download reuses the cache
+    settings = f"{model_fingerprint(model_dir)}-{json.dumps(answer_settings(cfg, media, style))}"
+    cache_dir = Path(cfg.cache_dir) / name
+    jobs = []
+    for bench in benchmarks:
+        cache_file = cache_dir / f"{bench.stem}.jsonl"
+        records = read_records(bench)[: cfg.max_per_benchmark]
+        jobs.append(BenchmarkJob(bench, records, cache_file, _read_cache(cache_file, settings)))
+    return ModelPlan(name, settings, cache_dir, jobs)
+
+
+def _count(n: int, noun: str) -> str:
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+@contextlib.contextmanager
+def _detail_log_to(path: Path):
+    """Send :data:`detail_log` to ``path`` (overwritten) instead of the terminal while the block runs."""
+    handler = logging.FileHandler(path, mode="w", encoding="utf-8")
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    saved = detail_log.propagate, detail_log.level
+    detail_log.addHandler(handler)
+    detail_log.propagate = False
+    detail_log.setLevel(logging.INFO)
+    try:
+        yield path
+    finally:
+        detail_log.removeHandler(handler)
+        handler.close()
+        detail_log.propagate, detail_log.level = saved
+
+
+@contextlib.contextmanager
+def _quiet_hf_progress():
+    """No Hugging Face "Loading weights" bar under the evaluation's own bar."""
+    from transformers.utils import logging as hf_logging
+
+    was_enabled = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            hf_logging.enable_progress_bar()
+
+
+class EvalProgress:
+    """One progress bar for a whole evaluation (every model on every benchmark), with the time left.
+
+    The work is the answers still to generate plus every sample to score (answers from the cache are only
+    scored), so the estimate holds whether the cache is empty or full. The bar names the model, benchmark
+    and phase; the lines above it (the ``onethinker`` log, redirected through tqdm so the bar stays whole)
+    say how many answers come from the cache. What each benchmark scored goes to ``detail_log_file`` (or to
+    the log when there is none). Close it (or use it as a context manager) to restore the logging.
+    """
+
+    def __init__(
+        self,
+        plans: list[ModelPlan],
+        enabled: bool = True,
+        file: Any = None,
+        detail_log_file: Path | None = None,
+    ) -> None:
+        from tqdm import tqdm
+        from tqdm.contrib.logging import logging_redirect_tqdm
+
+        self.plans = plans
+        self._contexts = contextlib.ExitStack()
+        self._contexts.enter_context(logging_redirect_tqdm(loggers=[logging.getLogger("onethinker")]))
+        if detail_log_file is not None:
+            self._contexts.enter_context(_detail_log_to(detail_log_file))
+        self._open = True
+        self.report_cache()
+        n_bench = max((len(p.jobs) for p in plans), default=0)
+        total = sum(p.n_todo + p.n for p in plans)
+        size = shutil.get_terminal_size((120, 24))
+        self.bar = tqdm(
+            total=total,
+            desc=f"evaluate {_count(len(plans), 'model')} x {_count(n_bench, 'benchmark')}",
+            bar_format="{desc}: {percentage:3.0f}%|{bar:20}| {elapsed}<{remaining}{postfix}",
+            disable=not enabled,
+            file=file,
+            # the terminal's size (COLUMNS / LINES first): one that reports 0 x 0 would hide the bar
+            ncols=size.columns or 120,
+            nrows=size.lines or 24,
+        )
+
+    def report_cache(self) -> None:
+        """One line per model saying how many answers come from the cache."""
+        for plan in self.plans:
+            cached = plan.n - plan.n_todo
+            if plan.n and cached == plan.n:
+                log.info(
+                    "%s: all %d answers from the cache (%s/; model files and answer settings unchanged), "
+                    "scoring only",
+                    plan.name,
+                    plan.n,
+                    plan.cache_dir.as_posix(),
+                )
+            elif cached:
+                log.info(
+                    "%s: %d of %d answers from the cache (%s/), %d to generate",
+                    plan.name,
+                    cached,
+                    plan.n,
+                    plan.cache_dir.as_posix(),
+                    plan.n_todo,
+                )
+            else:
+                log.info("%s: %d answers to generate", plan.name, plan.n)
+
+    def phase(self, model: str, bench: str, what: str) -> None:
+        self.bar.set_postfix_str(f"{model}:{bench} {what}", refresh=True)
+
+    def advance(self, n: int) -> None:
+        self.bar.update(n)
+
+    def close(self) -> None:
+        if self._open:
+            self.bar.close()
+            self._contexts.close()
+            self._open = False
+
+    def __enter__(self) -> EvalProgress:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
 def evaluate_model(
     name: str,
     model_dir: Path,
@@ -99,96 +294,94 @@ def evaluate_model(
     media: MediaConfig,
     style: PromptStyle,
     decoder,
-    progress: bool = True,
+    progress: bool | EvalProgress = True,
+    plan: ModelPlan | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate one model on every benchmark; generation results are cached per model fingerprint (the files'
-    contents) and answer settings."""
-    from tqdm import tqdm
-
+    contents) and answer settings. ``progress``: an :class:`EvalProgress` shared by several models, or
+    whether to show one for this model alone."""
     from onethinker.data.examples import prompt_example
     from onethinker.generation import make_engine
     from onethinker.generation.base import SamplingParams
     from onethinker.modeling import load_model, load_processor
-    from onethinker.training.checkpoint import model_fingerprint
     from onethinker.training.model_utils import device
 
-    # the model's file contents, not their mtimes: a `dvc checkout` or a registry download reuses the cache
-    settings = f"{model_fingerprint(model_dir)}-{json.dumps(answer_settings(cfg, media, style))}"
-    cache_dir = Path(cfg.cache_dir) / name
-    cache_dir.mkdir(parents=True, exist_ok=True)
+    plan = plan or plan_model(name, model_dir, benchmarks, cfg, media, style)
+    own_bar = not isinstance(progress, EvalProgress)
+    bar = EvalProgress([plan], enabled=bool(progress)) if own_bar else progress
+    plan.cache_dir.mkdir(parents=True, exist_ok=True)
     model = processor = engine = None
     summaries: dict[str, Any] = {}
     all_rows: list[dict[str, Any]] = []
-    for bench in benchmarks:
-        records = read_records(bench)[: cfg.max_per_benchmark]
-        cache_file = cache_dir / f"{bench.stem}.jsonl"
-        cached: dict[str, str] = {}
-        if cache_file.exists():
-            for line in cache_file.read_text().splitlines():
-                try:
-                    row = json.loads(line)
-                except json.JSONDecodeError:
-                    continue  # a line cut by an interruption
-                if row.get("settings") == settings:
-                    cached[str(row["problem_id"])] = row["response"]
-        else:
-            cache_file.touch()
-        todo = [r for r in records if str(r.get("problem_id")) not in cached]
-        if todo:
-            if engine is None:
-                processor = load_processor(model_dir)
-                # vLLM loads the folder itself: no Hugging Face copy of the model is needed then
-                model = load_model(model_dir).to(device()) if cfg.engine == "hf" else None
-                engine = make_engine(
-                    cfg.engine,
-                    model,
-                    processor,
-                    model_dir=model_dir,
-                    batch_size=cfg.batch_size,
-                    vllm=cfg.vllm,
-                )
-            sampling = SamplingParams(n=1, greedy=True, max_new_tokens=cfg.max_new_tokens)
-            with (
-                tqdm(
-                    total=len(records),
-                    initial=len(records) - len(todo),
-                    desc=f"eval {name}:{bench.stem}",
-                    unit="sample",
-                    disable=not progress,
-                ) as bar,
-                open(cache_file, "a") as out,
-            ):
-                for i in range(0, len(todo), cfg.batch_size):
-                    chunk = todo[i : i + cfg.batch_size]
-                    examples = [prompt_example(r, media_root, media, style) for r in chunk]
-                    for r, c in zip(chunk, engine.generate(examples, sampling), strict=True):
-                        cached[str(r.get("problem_id"))] = c[0].text
-                        out.write(
-                            json.dumps(
-                                {
-                                    "problem_id": str(r.get("problem_id")),
-                                    "response": c[0].text,
-                                    "settings": settings,
-                                }
+    try:
+        for job in plan.jobs:
+            t0 = time.perf_counter()
+            bench, records, cached, todo = job.bench, job.records, job.cached, job.todo
+            job.cache_file.touch()
+            if todo:
+                if engine is None:
+                    bar.phase(name, bench.stem, "loading the model")
+                    with _quiet_hf_progress():
+                        processor = load_processor(model_dir)
+                        # vLLM loads the folder itself: no Hugging Face copy of the model is needed then
+                        model = load_model(model_dir).to(device()) if cfg.engine == "hf" else None
+                    engine = make_engine(
+                        cfg.engine,
+                        model,
+                        processor,
+                        model_dir=model_dir,
+                        batch_size=cfg.batch_size,
+                        vllm=cfg.vllm,
+                    )
+                sampling = SamplingParams(n=1, greedy=True, max_new_tokens=cfg.max_new_tokens)
+                bar.phase(name, bench.stem, "generating")
+                with open(job.cache_file, "a") as out:
+                    for i in range(0, len(todo), cfg.batch_size):
+                        chunk = todo[i : i + cfg.batch_size]
+                        examples = [prompt_example(r, media_root, media, style) for r in chunk]
+                        for r, c in zip(chunk, engine.generate(examples, sampling), strict=True):
+                            cached[str(r.get("problem_id"))] = c[0].text
+                            out.write(
+                                json.dumps(
+                                    {
+                                        "problem_id": str(r.get("problem_id")),
+                                        "response": c[0].text,
+                                        "settings": plan.settings,
+                                    }
+                                )
+                                + "\n"
                             )
-                            + "\n"
-                        )
-                    out.flush()
-                    bar.update(len(chunk))
-        responses = [cached[str(r.get("problem_id"))] for r in records]
-        summary, rows = score_benchmark(records, responses, _mask_fn(media_root, decoder))
-        summaries[bench.stem] = summary
-        all_rows.extend({"model": name, "benchmark": bench.stem, **row} for row in rows)
-    if engine is not None and hasattr(engine, "close"):
-        engine.close()  # frees vLLM's memory before the next model
+                        out.flush()
+                        bar.advance(len(chunk))
+            bar.phase(name, bench.stem, "scoring")
+            responses = [cached[str(r.get("problem_id"))] for r in records]
+            summary, rows = score_benchmark(records, responses, _mask_fn(media_root, decoder))
+            bar.advance(len(records))
+            summaries[bench.stem] = summary
+            all_rows.extend({"model": name, "benchmark": bench.stem, **row} for row in rows)
+            detail_log.info(
+                "%s %s: %d samples (%d generated, %d from the cache), accuracy %.3f, format %.2f, %.1fs",
+                name,
+                bench.stem,
+                len(records),
+                len(todo),
+                len(records) - len(todo),
+                summary.get("accuracy", float("nan")),
+                summary.get("format_rate", float("nan")),
+                time.perf_counter() - t0,
+            )
+    finally:
+        if engine is not None and hasattr(engine, "close"):
+            engine.close()  # frees vLLM's memory before the next model
+        if own_bar:
+            bar.close()
     return model_summary(summaries), all_rows
 
 
 def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    """``accuracy_by_task.csv`` (the DVC plot) and two PNGs comparing the models per task (value labels,
+    the mean on top, see :func:`onethinker.plots.task_bars`)."""
+    from onethinker.plots import task_bars
 
     models = list(result["models"])
     slugs = sorted({s for m in result["models"].values() for s in m["tasks"]})
@@ -201,28 +394,30 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
                 t = result["models"][m]["tasks"].get(s, {})
                 w.writerow([m, s, round(t.get("accuracy", 0.0), 6), round(t.get("format_rate", 0.0), 6)])
     paths = []
-    for metric, title in (
-        ("accuracy", "Held-out accuracy per task"),
-        ("format_rate", "Format rate per task"),
+    n = {m: result["models"][m].get("n", 0) for m in models}
+    note = "held-out samples: " + ", ".join(f"{m} {n[m]}" for m in models)
+    for metric, title, mean_key, mean_label in (
+        ("accuracy", "Held-out accuracy per task", "mean_accuracy", "mean over tasks"),
+        (
+            "format_rate",
+            "Format rate per task (<think>...</think><answer>...</answer>)",
+            "format_rate",
+            "all samples",
+        ),
     ):
-        fig, ax = plt.subplots(figsize=(11, 5))
-        width = 0.8 / max(1, len(models))
-        x = np.arange(len(slugs))
-        for i, m in enumerate(models):
-            vals = [result["models"][m]["tasks"].get(s, {}).get(metric, 0.0) for s in slugs]
-            ax.bar(x + i * width - 0.4 + width / 2, vals, width, label=m)
-        ax.set_xticks(x)
-        ax.set_xticklabels(slugs, rotation=35, ha="right", fontsize=8)
-        ax.set_ylim(0, 1)
-        ax.set_ylabel(metric)
-        ax.set_title(title)
-        ax.grid(axis="y", alpha=0.3)
-        ax.legend()
-        fig.tight_layout()
-        path = out_dir / f"{metric}_by_task.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        paths.append(path)
+        values = {m: {s: t.get(metric, 0.0) for s, t in result["models"][m]["tasks"].items()} for m in models}
+        means = {m: result["models"][m].get(mean_key, float("nan")) for m in models}
+        paths.append(
+            task_bars(
+                values,
+                means,
+                out_dir / f"{metric}_by_task.png",
+                title,
+                metric.replace("_", " "),
+                mean_label=mean_label,
+                note=note,
+            )
+        )
     return paths
 
 
@@ -247,19 +442,41 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
     with run_ctx as run:
         result: dict[str, Any] = {"models": {}}
         result["sample"] = sample_fingerprint(benchmarks, cfg, p.media, p.prompt.style)
-        for name in cfg.models:
-            model_dir = Path(cfg.model_dir(name))
+        model_dirs = {name: Path(cfg.model_dir(name)) for name in cfg.models}
+        for name, model_dir in model_dirs.items():
             if not (model_dir / "config.json").exists():
                 raise FileNotFoundError(f"evaluate.models: {name!r} has no model at {model_dir}")
+        plans = [
+            plan_model(name, model_dir, benchmarks, cfg, p.media, p.prompt.style)
+            for name, model_dir in model_dirs.items()
+        ]
+        bar = EvalProgress(plans, enabled=progress, detail_log_file=reports / "evaluate.log")
+        written: list[Path] = []
+        for plan in plans:
+            name = plan.name
             t_model = time.perf_counter()
-            summary, rows = evaluate_model(
-                name, model_dir, benchmarks, media_root, cfg, p.media, p.prompt.style, decoder, progress
-            )
+            try:
+                summary, rows = evaluate_model(
+                    name,
+                    model_dirs[name],
+                    benchmarks,
+                    media_root,
+                    cfg,
+                    p.media,
+                    p.prompt.style,
+                    decoder,
+                    bar,
+                    plan,
+                )
+            except BaseException:
+                bar.close()
+                raise
             summary["seconds"] = round(time.perf_counter() - t_model, 2)
             result["models"][name] = summary
             pred_dir = reports / "predictions"
             pred_dir.mkdir(parents=True, exist_ok=True)
             (pred_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+            written.append(pred_dir / f"{name}.jsonl")
             if run is not None:
                 import mlflow
 
@@ -288,17 +505,21 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
                     for k in cols:
                         cols[k].append(r.get(k) if k != "problem_id" else str(r.get(k)))
                 mlflow.log_table(data=cols, artifact_file=f"predictions/{name}.json")
+        bar.close()
         result["eval_seconds"] = round(time.perf_counter() - t0, 2)
         pngs = write_plots(result, reports)
+        written += [reports / "accuracy_by_task.csv", *pngs, reports / "evaluate.log"]
         if run is not None:
             import mlflow
 
             for png in pngs:
                 mlflow.log_artifact(str(png), artifact_path="plots")
             result["mlflow_run_id"] = run.info.run_id
-    metrics_path = Path(cfg.metrics_file)
-    metrics_path.parent.mkdir(parents=True, exist_ok=True)
-    metrics_path.write_text(json.dumps(result, indent=2) + "\n")
+    written = [
+        *write_with_headline(cfg.metrics_file, result, eval_headline(result), sort_keys=False),
+        *written,
+    ]
+    log.info("evaluate wrote:\n%s", "\n".join(f"  {path.as_posix()}" for path in written))
     return result
 
 

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from onethinker.metrics_files import headline_path, registry_headline, write_json
 from onethinker.registry.config import RegistryConfig
 from onethinker.registry.gate import (
     TAG_TASK_PREFIX,
@@ -180,6 +181,7 @@ def append_entry(
     tmp = path.with_name(path.name + ".tmp")
     tmp.write_text(json.dumps(new, indent=2) + "\n")
     tmp.replace(path)
+    write_json(headline_path(path), registry_headline(new), sort_keys=False)
     return new
 
 

@@ -48,11 +48,12 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Literal
-
-import torch
+from typing import TYPE_CHECKING, Any, Literal
 
 from onethinker.config import require
+
+if TYPE_CHECKING:  # torch is imported where it is used: loading params (AdvantageConfig) stays light
+    import torch
 
 Estimator = Literal["grpo", "dr_grpo", "ema_grpo"]
 ESTIMATORS: tuple[str, ...] = ("grpo", "dr_grpo", "ema_grpo")
@@ -155,6 +156,7 @@ def allreduce_task_moments(local: TaskMomentSums, group: Any = None) -> TaskMome
     Without an initialised process group (or with one rank) it returns a copy of ``local``.
     Collective: every rank of ``group`` must call it.
     """
+    import torch
     import torch.distributed as dist
 
     if not (dist.is_available() and dist.is_initialized()) or dist.get_world_size(group) == 1:
@@ -241,6 +243,8 @@ def compute_advantages(
             (the global batch when ``reduce`` is given); ``guard_fallback_rate`` (fraction of the task's
             groups that fell back; 0 unless ema_grpo) and ``adv_abs_mean`` are over the local batch.
     """
+    import torch
+
     if scores.dim() != 1 or group_ids.dim() != 1 or scores.shape != group_ids.shape:
         raise ValueError(
             f"scores and group_ids must both be (N,), got {tuple(scores.shape)} and {tuple(group_ids.shape)}"

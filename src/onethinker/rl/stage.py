@@ -14,11 +14,23 @@ from typing import Any
 
 from onethinker.config import Params, to_dict
 from onethinker.generation.base import check_engine
+from onethinker.metrics_files import heldout_headline, write_with_headline
 from onethinker.tasks import TASK_SLUGS
 
 
+def reward_format_weight() -> float:
+    """The format weight rollouts are scored with: ``compute_score``'s default (the trainer passes none);
+    the reward plots spell out what ``overall`` is with it."""
+    import inspect
+
+    from onethinker.rewards import compute_score
+
+    return float(inspect.signature(compute_score).parameters["format_weight"].default)
+
+
 def write_curves(history: list[dict[str, float]], plots_dir: Path) -> list[Path]:
-    """``reward_curves.csv`` (long format: step, task, metric, value) and one PNG per reward part."""
+    """``reward_curves.csv`` (long format: step, task, metric, value) and one PNG per reward part: a small
+    panel per task (see :func:`onethinker.plots.reward_small_multiples`)."""
     plots_dir.mkdir(parents=True, exist_ok=True)
     rows = []
     for h in history:
@@ -34,36 +46,21 @@ def write_curves(history: list[dict[str, float]], plots_dir: Path) -> list[Path]
         writer = csv.DictWriter(f, fieldnames=["step", "task", "metric", "value"])
         writer.writeheader()
         writer.writerows(rows)
+    from onethinker.plots import reward_small_multiples
+    from onethinker.rewards.registry import STRUCTURE_MAX
+
     pngs = []
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     for part in ("overall", "accuracy"):
         series: dict[str, list[tuple[int, float]]] = defaultdict(list)
         for r in rows:
             if r["metric"] == part:
                 series[r["task"]].append((r["step"], r["value"]))
-        fig, ax = plt.subplots(figsize=(9, 5))
-        colours = plt.get_cmap("tab20").colors
-        for i, (slug, pts) in enumerate(sorted(series.items())):
-            xs, ys = zip(*pts, strict=True)
-            colour = colours[(2 * i) % 20 if i < 10 else (2 * i + 1) % 20]
-            # each step sees few prompts per task: faint raw points, a rolling mean of 5 steps on top
-            smooth = [sum(ys[max(0, j - 4) : j + 1]) / len(ys[max(0, j - 4) : j + 1]) for j in range(len(ys))]
-            ax.plot(xs, ys, linewidth=0.6, alpha=0.25, color=colour)
-            ax.plot(xs, smooth, linewidth=1.6, color=colour, label=slug)
-        ax.set_xlabel("RL step")
-        ax.set_ylabel(f"mean {part} reward")
-        ax.set_title(f"GRPO training reward ({part}) per task, rolling mean of 5 steps")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=7, ncol=2, loc="best")
-        fig.tight_layout()
         path = plots_dir / f"reward_{part}.png"
-        fig.savefig(path, dpi=110)
-        plt.close(fig)
-        pngs.append(path)
+        pngs.append(
+            reward_small_multiples(
+                series, part, path, format_weight=reward_format_weight(), structure_max=STRUCTURE_MAX
+            )
+        )
     return pngs
 
 
@@ -165,15 +162,10 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
                 engine=trainer.rollout,  # the engine that trained, holding the final weights
             )
         pngs = write_curves(history, Path(cfg.plots_dir))
-        metrics_path = Path(cfg.metrics_file)
-        metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text(
-            json.dumps(
-                {k: v for k, v in summary.items() if k != "ema"},
-                indent=2,
-                sort_keys=True,
-            )
-            + "\n"
+        metrics_path, _ = write_with_headline(
+            cfg.metrics_file,
+            {k: v for k, v in summary.items() if k != "ema"},
+            heldout_headline(summary, "grpo"),
         )
         if run is not None:
             import mlflow

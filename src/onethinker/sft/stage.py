@@ -4,13 +4,13 @@ and log all of it to one MLflow run (nested under the pipeline's run when there 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
 import resource
 from pathlib import Path
 from typing import Any
 
 from onethinker.config import Params, to_dict
+from onethinker.metrics_files import heldout_headline, write_with_headline
 
 
 def _dataset_input(records_files: list[str], data_root: str) -> None:
@@ -102,9 +102,7 @@ def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, A
                 cfg.generation_batch_size,
                 Path("reports") / "sft" / "heldout_predictions.jsonl",
             )
-        metrics_path = Path(cfg.metrics_file)
-        metrics_path.parent.mkdir(parents=True, exist_ok=True)
-        metrics_path.write_text(json.dumps(summary, indent=2, sort_keys=True) + "\n")
+        metrics_path, _ = write_with_headline(cfg.metrics_file, summary, heldout_headline(summary, "sft"))
         if run is not None:
             import mlflow
 
