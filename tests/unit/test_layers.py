@@ -19,6 +19,8 @@ FLOORS: dict[str, int] = {
     "modeling": 1,
     "training": 1,
     "tracking": 1,
+    "metrics_files": 1,  # the stages' metrics files (detail and headline): JSON only
+    "plots": 1,  # PNGs drawn with matplotlib from plain numbers
     "rewards": 2,
     "metrics": 2,
     "validation": 2,
