@@ -104,7 +104,8 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "data/eval/*.json, the models in evaluate.models (models/base, models/sft, models/grpo)",
         "metrics/eval.json (per task and benchmark), metrics/headline/eval.json, "
         "reports/eval/predictions/<model>.jsonl, reports/eval/{accuracy,format_rate}_by_task.png, "
-        "reports/eval/accuracy_by_task.csv, answer cache checkpoints/eval/, an MLflow run",
+        "reports/eval/accuracy_by_task.csv, reports/eval/evaluate.log (per benchmark), answer cache "
+        "checkpoints/eval/, an MLflow run",
         "onethinker evaluate -S 'evaluate.models=[sft,grpo]' -S evaluate.max_per_benchmark=20",
     ),
     "register": StageDoc(
