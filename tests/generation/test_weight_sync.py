@@ -11,7 +11,7 @@ import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
 from gloo_ranks import torchrun
-from onethinker.generation.weight_sync import plan_chunks, weight_chunks
+from onethinker.generation.weight_sync import plan_chunks, weight_chunks, weight_units
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -33,17 +33,20 @@ def _tiny(tie: bool = True) -> Qwen3ForCausalLM:
 
 def test_chunks_cover_every_parameter_once_within_the_budget() -> None:
     model = _tiny(tie=True)
-    budget = 40_000  # bytes: one decoder layer's attention (4 x 64 x 64 x 4 B = 65 kB) stays whole above it
-    chunks = plan_chunks(model, budget)
-    names = [n for c in chunks for n, _ in c]
-    assert names == [n for n, _ in model.named_parameters()]  # registration order, tied weight once
-    assert "lm_head.weight" not in names  # tied to model.embed_tokens.weight
-    for chunk in chunks:
-        size = sum(p.numel() * p.element_size() for _, p in chunk)
-        modules = {n.rsplit(".", 1)[0] for n, _ in chunk}
-        assert size <= budget or len(modules) == 1, (size, modules)  # only a single big module may exceed it
+    units = [[n for n, _ in unit] for unit in weight_units(model)]
+    # embeddings 76.8 kB, each decoder block 148.1 kB (one unit: vLLM fuses q/k/v and gate/up), norm 256 B
+    assert [len(u) for u in units] == [1, 11, 11, 1]
+    for budget, expected in ((100_000, [[0], [1], [2], [3]]), (200_000, [[0], [1], [2, 3]])):
+        chunks = plan_chunks(model, budget)
+        names = [n for c in chunks for n, _ in c]
+        assert names == [n for n, _ in model.named_parameters()]  # registration order, tied weight once
+        assert "lm_head.weight" not in names  # tied to model.embed_tokens.weight
+        assert [[n for n, _ in c] for c in chunks] == [sum((units[i] for i in e), []) for e in expected]
+        for chunk in chunks:  # only a single unit larger than the budget may exceed it
+            size = sum(p.numel() * p.element_size() for _, p in chunk)
+            assert size <= budget or [n for n, _ in chunk] in units, size
     # the tensors are the parameters' own storage: nothing is copied for a plain model
-    first = next(weight_chunks(model, budget))
+    first = next(weight_chunks(model, 100_000))
     assert first[0][1].data_ptr() == model.model.embed_tokens.weight.data_ptr()
 
 

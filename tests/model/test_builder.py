@@ -9,6 +9,7 @@ import json
 import os
 import subprocess
 import sys
+import types
 from pathlib import Path
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -362,8 +363,17 @@ def test_trust_remote_code_only_when_asked(built: Path, monkeypatch: pytest.Monk
             calls.append(kwargs)
             raise RuntimeError("stop")
 
+    config_calls: list[dict] = []
+
+    class ConfigRecorder:  # load_model reads the config first to pick the model class
+        @staticmethod
+        def from_pretrained(path, **kwargs):
+            config_calls.append(kwargs)
+            return types.SimpleNamespace(vision_config={})
+
     monkeypatch.setattr(builder_module, "AutoModelForImageTextToText", Recorder)
     monkeypatch.setattr(builder_module, "AutoProcessor", Recorder)
+    monkeypatch.setattr(builder_module, "AutoConfig", ConfigRecorder)
     for cfg in (
         BaseModelConfig(name_or_path="some/model"),
         BaseModelConfig(name_or_path="x", trust_remote_code=True),
@@ -374,6 +384,7 @@ def test_trust_remote_code_only_when_asked(built: Path, monkeypatch: pytest.Monk
             load_model(cfg.name_or_path, trust_remote_code=cfg.trust_remote_code)
     assert [c["trust_remote_code"] for c in calls] == [False, False, True, True]
     assert calls[1]["use_safetensors"] is True and calls[3]["use_safetensors"] is True
+    assert [c["trust_remote_code"] for c in config_calls] == [False, True]
 
 
 def test_remote_code_in_a_folder_is_not_run(built: Path, tmp_path: Path) -> None:
