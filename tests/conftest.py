@@ -49,17 +49,23 @@ def tiny_data(tmp_path_factory) -> dict:
     result = prepare_synthetic(
         PrepareConfig(train_per_task=2, eval_per_task=1), DataConfig(root=str(root)), "compact"
     )
+    from onethinker.contract import PreparedData
+
+    data = PreparedData.load(root)
     return {
         "root": root,
         "media_root": root / "media",
         "train_files": [str(p) for p in result.train_files],
         "eval_files": [str(p) for p in result.eval_files],
+        "rl": data.rooted("rl"),  # typed records with their media root
+        "sft": data.rooted("sft"),
+        "eval_sets": data.eval_sets(),
     }
 
 
 @pytest.fixture(scope="session")
 def tiny_base(tiny_data, tmp_path_factory) -> Path:
-    from onethinker.data.formats import read_records
+    from onethinker.contract import read_records
     from onethinker.modeling import BaseModelConfig, build_base_model
 
     corpus = []

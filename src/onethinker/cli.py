@@ -12,6 +12,7 @@ section it reads, its inputs and outputs, and an example (:data:`STAGE_DOCS`; a 
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import resource
@@ -216,6 +217,20 @@ def _load(params: Path, sets: list[str] | None, engine_of: str | None = None):
         raise typer.Exit(2) from None
 
 
+@contextlib.contextmanager
+def _data_errors():
+    """A record, record file, manifest or media problem ends the command with its one-line message (it names
+    the file, the record, the field and the rule), not a traceback."""
+    from onethinker.contract import ManifestError, RecordError, RecordFileError
+    from onethinker.data.media import MediaError
+
+    try:
+        yield
+    except (RecordError, RecordFileError, ManifestError, MediaError) as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -227,8 +242,8 @@ def _peak_rss_mb() -> float:
 def prepare(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     from tqdm import tqdm
 
+    from onethinker.contract.tasks import TASK_PAIRS
     from onethinker.data.prepare import counts_per_task, prepare_onethinker, prepare_synthetic
-    from onethinker.tasks import TASK_PAIRS
 
     p = _load(params, set_)
     t0 = time.perf_counter()
@@ -239,7 +254,8 @@ def prepare(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> Non
                 p.prepare, p.data, p.prompt.style, progress=lambda _l, n: bar.update(n)
             )
     else:
-        result = prepare_onethinker(p.prepare, p.data)
+        with _data_errors():
+            result = prepare_onethinker(p.prepare, p.data)
     seconds = time.perf_counter() - t0
     counts = counts_per_task(result)
     write_json(
@@ -274,8 +290,8 @@ def validate(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    from onethinker.data.prepare import read_manifest
-    from onethinker.validation import validate_dataset, validate_file, write_reports
+    from onethinker.contract import ManifestError, PreparedData
+    from onethinker.validation import validate_file, validate_prepared, write_reports
 
     p = _load(params, set_)
     cfg = p.validate
@@ -286,17 +302,11 @@ def validate(
         )
     else:
         try:
-            manifest = read_manifest(p.data)
-        except FileNotFoundError as exc:
+            data = PreparedData.load(p.data.root, p)
+        except (FileNotFoundError, ManifestError) as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
             raise typer.Exit(2) from None
-        report = validate_dataset(
-            Path(p.data.root),
-            Path(manifest["media_root"]),
-            cfg,
-            train_files=[Path(f) for f in manifest["train_files"]],
-            eval_files=[Path(f) for f in manifest["eval_files"]],
-        )
+        report = validate_prepared(data, cfg)
     out_dir = Path(cfg.report_dir)
     write_reports(report, out_dir)
     seconds = time.perf_counter() - t0
@@ -318,20 +328,26 @@ def validate(
 
 
 def _training_corpus(p) -> list[str]:
-    """Text the tokenizer is trained on: every training prompt, option and chain of thought."""
-    from onethinker.data.formats import read_records
-    from onethinker.data.prepare import read_manifest
-    from onethinker.data.prompts import COMPACT_INSTRUCTIONS, FULL_INSTRUCTIONS, QUESTION_TEMPLATE
+    """Text the tokenizer is trained on: every training prompt (as the prompt rule renders it), option and
+    chain of thought."""
+    from onethinker.contract import PreparedData
+    from onethinker.contract.prompts import (
+        COMPACT_INSTRUCTIONS,
+        QUESTION_TEMPLATE,
+        TYPE_TEMPLATE,
+        strip_media_tokens,
+    )
+    from onethinker.contract.records import RLRecord, SFTRecord
 
-    texts = [QUESTION_TEMPLATE, *FULL_INSTRUCTIONS.values(), *COMPACT_INSTRUCTIONS.values()]
-    for f in read_manifest(p.data)["train_files"]:
-        for r in read_records(f):
-            if "messages" in r:
-                texts.extend(str(m.get("content", "")) for m in r["messages"])
-            else:
-                texts.append(str(r.get("problem", "")))
-                texts.extend(str(o) for o in r.get("options") or [])
-                texts.append(str(r.get("answer", "")))
+    texts = [QUESTION_TEMPLATE, *TYPE_TEMPLATE.values(), *COMPACT_INSTRUCTIONS.values()]
+    data = PreparedData.load(p.data.root, p)
+    for r in data.rl_records() + data.sft_records():
+        if isinstance(r, SFTRecord):
+            texts.extend([r.prompt(p.prompt.style), r.response])
+        elif isinstance(r, RLRecord):
+            texts.append(strip_media_tokens(r.problem))
+            texts.extend(r.options)
+            texts.append(r.ground_truth)
     return texts
 
 
@@ -347,7 +363,8 @@ def base_model(
 
     p = _load(params, set_)
     t0 = time.perf_counter()
-    corpus = [] if p.base_model.name_or_path else _training_corpus(p)
+    with _data_errors():
+        corpus = [] if p.base_model.name_or_path else _training_corpus(p)
     build_base_model(p.base_model, corpus, out)
     n = count_parameters(load_model(out))
     seconds = time.perf_counter() - t0
@@ -363,7 +380,8 @@ def sft(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     from onethinker.sft.stage import run_sft_stage
 
     p = _load(params, set_)
-    summary = run_sft_stage(p)
+    with _data_errors():
+        summary = run_sft_stage(p)
     held = summary.get("heldout", {})
     typer.echo(
         f"sft: {summary['steps']} steps in {summary['seconds']:.0f}s, {summary['tokens_per_s']:.0f} tokens/s; "
@@ -379,7 +397,8 @@ def grpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     from onethinker.rl.stage import run_grpo_stage
 
     p = _load(params, set_, engine_of="grpo")
-    summary = run_grpo_stage(p)
+    with _data_errors():
+        summary = run_grpo_stage(p)
     held = summary.get("heldout", {})
     if held:
         typer.echo(
@@ -395,7 +414,8 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
     from onethinker.evaluation.stage import run_evaluate_stage
 
     p = _load(params, set_, engine_of="evaluate")
-    result = run_evaluate_stage(p)
+    with _data_errors():
+        result = run_evaluate_stage(p)
     for name, m in result["models"].items():
         typer.echo(
             f"{name:>6}: mean accuracy {m['mean_accuracy']:.3f}, format rate {m['format_rate']:.2f} "

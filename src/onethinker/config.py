@@ -195,16 +195,26 @@ class VideoWorldConfig:
 
 @dataclass(frozen=True)
 class OneThinkerSourceConfig:
-    """The released OneThinker data on disk (``prepare.source: onethinker``)."""
+    """The released OneThinker data on disk (``prepare.source: onethinker``).
+
+    The release keeps training media under the training data's folder and evaluation media under the
+    evaluation data's folder: two roots. Prepared files keep the release's relative paths; the manifest
+    names these two keys, so the roots may move without changing the prepared data's hash.
+    """
 
     rl: str | None = None
-    """RL training JSON (fields problem, answer, problem_type, data_type, images/videos, options)."""
+    """RL training JSON (``onethinker_rl_train.json``: problem, answer, problem_type, data_type, images/videos,
+    options, problem_id)."""
     sft: list[str] = field(default_factory=list)
-    """SFT sharegpt JSON files (image and video)."""
+    """SFT sharegpt JSON files (``onethinker_sft_image.json``, ``onethinker_sft_video.json``)."""
     eval: list[str] = field(default_factory=list)
-    """Evaluation JSON files, one per benchmark (fields problem, solution, problem_type, data_type, path)."""
-    media_root: str | None = None
-    """Folder the media paths in the files are relative to."""
+    """Evaluation JSON files, one per benchmark (OneThinker-eval: problem, solution, problem_type, data_type,
+    path, options; segmentation_output, resolution, fps for segmentation)."""
+    train_media_root: str | None = None
+    """Folder the RL and SFT files' ``images``/``videos`` are relative to (EasyR1's ``data.image_dir``)."""
+    eval_media_root: str | None = None
+    """Folder the evaluation files' ``path``/``additional_path`` are relative to (``eval_bench.py``'s
+    ``--base_prefix``)."""
 
 
 @dataclass(frozen=True)
@@ -238,9 +248,14 @@ class PrepareConfig:
                 self.onethinker.rl is not None, f"{key}.onethinker.rl", "required when source is onethinker"
             )
             require(
-                self.onethinker.media_root is not None,
-                f"{key}.onethinker.media_root",
-                "required when source is onethinker",
+                self.onethinker.train_media_root is not None,
+                f"{key}.onethinker.train_media_root",
+                "required when source is onethinker (the folder the training files' media paths are relative to)",
+            )
+            require(
+                not self.onethinker.eval or self.onethinker.eval_media_root is not None,
+                f"{key}.onethinker.eval_media_root",
+                "required when prepare.onethinker.eval lists files (the evaluation media's folder)",
             )
 
 
@@ -273,10 +288,10 @@ class MediaConfig:
 
 @dataclass(frozen=True)
 class PromptConfig:
-    """The unified prompt (``onethinker.data.prompts``), identical at SFT, RL and evaluation time."""
+    """The prompt rule (``onethinker.contract.prompts``), identical at SFT, RL and evaluation time."""
 
     style: Literal["full", "compact"] = "full"
-    """``full``: the released recipe's wording; ``compact``: one short instruction line (tiny models)."""
+    """``full``: the release's text, byte for byte; ``compact``: one short instruction line (tiny models)."""
 
 
 @dataclass(frozen=True)

@@ -3,9 +3,10 @@
 ``clean_dataset`` writes, once per session, a prepared-data folder in the OneThinker layouts:
 ``train/rl.json`` (2 records per task pair, 32 in all), ``train/sft_image.json`` and
 ``train/sft_video.json`` (one SFT record per RL record, with the ground-truth extras), and
-``eval/image_bench.json`` / ``eval/video_bench.json`` (1 record per pair), with real 32x32 PNGs and
-4-second 4-fps MP4s (distinct pixels per file) under ``media/``. Every answer is well formed for its
-task. Tests copy it (``copy_dataset``) before corrupting it.
+``eval/image_bench.json`` / ``eval/video_bench.json`` (1 record per pair; segmentation records with their
+masks in ``segmentation_output`` as the release lays them out), with real 32x32 PNGs and 4-second 4-fps
+MP4s (distinct pixels per file) under ``media/``. Every answer is well formed for its task. Tests copy it
+(``copy_dataset``) before corrupting it.
 """
 
 from __future__ import annotations
@@ -21,8 +22,10 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from onethinker.contract.media import MediaRoot
+from onethinker.contract.tasks import TASK_PAIRS, TaskPair
 from onethinker.data.media import write_video
-from onethinker.tasks import TASK_PAIRS, TaskPair
+from onethinker.validation import FileSpec
 
 SIZE = 32
 FPS = 4
@@ -78,9 +81,16 @@ def answer_for(pair: TaskPair) -> dict[str, Any]:
         }
         if dt == "video":
             ans = {"time": 2.0, **ans}
-            out.update(masks=[_rle(SIZE, SIZE) for _ in range(NUM_FRAMES)], mask_fps=float(FPS))
+            keys = [f"{i:05d}" for i in range(NUM_FRAMES)]
+            seg = {"frames": keys, "segmentation_rle": {k: _rle(SIZE, SIZE) for k in keys}}
+            out["eval_extras"] = {
+                "segmentation_output": seg,
+                "fps": FPS,
+                "resolution": {"width": SIZE, "height": SIZE},
+            }
         else:
-            out["masks"] = [_rle(SIZE, SIZE)]
+            seg = {"segmentation_rle": _rle(SIZE, SIZE)}
+            out["eval_extras"] = {"segmentation_output": seg, "resolution": {"width": SIZE, "height": SIZE}}
         out["answer"] = json.dumps(ans)
     else:  # pragma: no cover
         raise KeyError(pt)
@@ -131,6 +141,14 @@ class Dataset:
     def eval_files(self) -> list[str]:
         return ["eval/image_bench.json", "eval/video_bench.json"]
 
+    def specs(self, train: list[str] | None = None, evals: list[str] | None = None) -> tuple[list, list]:
+        """(training, evaluation) ``FileSpec`` lists, every file's media under ``media/``."""
+        root = MediaRoot("media", self.media)
+        return (
+            [FileSpec(self.root / f, root) for f in (self.train_files if train is None else train)],
+            [FileSpec(self.root / f, root) for f in (self.eval_files if evals is None else evals)],
+        )
+
 
 def build_dataset(root: Path) -> Dataset:
     """Write the clean dataset under ``root``."""
@@ -154,9 +172,8 @@ def build_dataset(root: Path) -> Dataset:
                     rec["options"] = spec["options"]
                 wrapped = f"<answer>{spec['answer']}</answer>"
                 rec.update(problem_type=pair.problem_type, data_type=pair.data_type)
-                extras = {k2: spec[k2] for k2 in ("masks", "mask_fps") if k2 in spec}
                 if split == "train":
-                    rl.append({**rec, "answer": wrapped, key: [rel], **extras})
+                    rl.append({**rec, "answer": wrapped, key: [rel]})
                     sft[pair.data_type].append(
                         {
                             "messages": [
@@ -175,7 +192,11 @@ def build_dataset(root: Path) -> Dataset:
                         }
                     )
                 else:
-                    evals[pair.data_type].append({**rec, "solution": wrapped, "path": rel, **extras})
+                    problem = rec["problem"].replace(token, "")  # evaluation problems carry no placeholder
+                    extras = spec.get("eval_extras", {})
+                    evals[pair.data_type].append(
+                        {**rec, "problem": problem, "solution": wrapped, "path": rel, **extras}
+                    )
     ds = Dataset(root)
     (root / "train").mkdir(parents=True, exist_ok=True)
     (root / "eval").mkdir(parents=True, exist_ok=True)

@@ -10,6 +10,9 @@ import json
 
 import pytest
 
+from onethinker.contract.answers import inner_answer as unwrap
+from onethinker.contract.io import RecordFileError, parse_records
+from onethinker.contract.records import json_type
 from onethinker.validation.rules import (
     ROW_CHECKS,
     RULES,
@@ -18,7 +21,6 @@ from onethinker.validation.rules import (
     option_letters,
     run_check,
 )
-from onethinker.validation.table import LoadError, json_type, parse_records, unwrap
 
 OPTS = json.dumps(["A. red", "B. green", "C. blue"])
 SEG = {
@@ -158,10 +160,12 @@ def test_parse_records_and_helpers() -> None:
     assert parse_records('[{"a": 1}]') == [{"a": 1}]
     assert parse_records('{"a": 1}\n\n{"a": 2}\n') == [{"a": 1}, {"a": 2}]
     assert parse_records('{"a": 1}') == [{"a": 1}]  # one-line JSON Lines
-    with pytest.raises(LoadError, match="line 1 column 8"):
+    with pytest.raises(RecordFileError, match="line 1 column 8"):
         parse_records('[{"a": }]')
     assert unwrap("<think>x</think><answer> B </answer>") == "B"
     assert unwrap(" B ") == "B"
+    # the first <answer> and the first </answer> after it (the published reward's regex), in every stage
+    assert unwrap("x</answer><answer>y</answer>") == "y"
     assert [json_type(v) for v in (True, 1, 1.5, "s", [], {}, None)] == [
         "boolean",
         "integer",

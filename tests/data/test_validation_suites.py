@@ -26,7 +26,7 @@ Record = dict[str, Any]
 
 
 def _validate(ds: Any, cfg: ValidateConfig | None = None) -> DatasetReport:
-    return validate_dataset(ds.root, ds.media, cfg or ValidateConfig(), ds.train_files, ds.eval_files)
+    return validate_dataset(*ds.specs(), cfg or ValidateConfig())
 
 
 def _answer(rec: Record) -> Any:
@@ -104,14 +104,6 @@ CASES: list[Case] = [
         _set("solution", None),
         "solution",
     ),
-    Case(
-        "mc_without_options",
-        RL,
-        "train-multiple_choice-image-001",
-        "required_field",
-        lambda r, _: r.pop("options"),
-        "options",
-    ),
     Case("wrong_type", RL, "train-numerical-video-000", "field_type", _set("problem", ["what?"]), "problem"),
     Case(
         "wrong_type_problem_id",
@@ -170,12 +162,36 @@ CASES: list[Case] = [
         "options",
     ),
     Case(
-        "mask_count",
+        "segmentation_without_fps",
+        EVAL_V,
+        "eval-segmentation-video-000",
+        "segmentation_truth",
+        lambda r, _: r.pop("fps"),
+        "segmentation_output",
+    ),
+    Case(
+        "eval_without_path",
+        EVAL_I,
+        "eval-spatial_grounding-image-000",
+        "required_field",
+        _rename("path", "video_path"),
+        "path",
+    ),
+    Case(
+        "video_image_without_image",
+        EVAL_V,
+        "eval-open_ended-video-000",
+        "media_field",
+        _set("data_type", "video-image"),
+        "path",
+    ),
+    Case(
+        "rl_problem_without_placeholder",
         RL,
-        "train-segmentation-image-001",
-        "masks_format",
-        lambda r, _: r.__setitem__("masks", r["masks"] * 2),
-        "masks",
+        "train-open_ended-image-001",
+        "media_tokens",
+        lambda r, _: r.__setitem__("problem", r["problem"].replace("<image>", "")),
+        "problem",
     ),
     # answers
     Case(
@@ -339,24 +355,16 @@ CASES: list[Case] = [
         "sft_placeholder_count",
         SFT_I,
         "train-ocr-image-001",
-        "sft_media_tokens",
+        "media_tokens",
         lambda r, _: r["messages"][0].__setitem__("content", "Read the text."),
         "messages",
     ),
-    # train / eval overlap
-    Case(
-        "train_eval_same_problem_id",
-        EVAL_I,
-        "eval-multiple_choice-image-000",
-        "train_eval_disjoint_id",
-        _set("problem_id", "train-ocr-image-001"),
-        "problem_id",
-    ),
+    # train / eval overlap: the same media (by content) and the same question
     Case(
         "train_eval_same_media_path",
         EVAL_V,
         "eval-temporal_grounding-video-000",
-        "train_eval_disjoint_media",
+        "train_eval_disjoint",
         _set("path", "videos/train/temporal_grounding-video-1.mp4"),
         "path",
     ),
@@ -364,7 +372,7 @@ CASES: list[Case] = [
         "train_eval_same_media_content",
         EVAL_I,
         "eval-ocr-image-000",
-        "train_eval_disjoint_content",
+        "train_eval_disjoint",
         _copied_train_image,
         "path",
     ),
@@ -424,8 +432,9 @@ def test_clean_dataset_passes(clean_dataset: Any) -> None:
     assert sum(r.num_records for r in report.files) == 32 + 16 + 16 + 8 + 8
     rules = {e.rule for r in report.files for e in r.expectations}
     assert {
-        "train_eval_disjoint_id",
-        "train_eval_disjoint_content",
+        "train_eval_disjoint",
+        "segmentation_truth",
+        "media_tokens",
         "sft_answer_matches",
         "box_order",
         "media_decodes",
@@ -497,16 +506,25 @@ def test_summary_is_the_same_bytes_whatever_the_timing(corrupted: Corrupted, tmp
     assert write_reports(slower, tmp_path / "b")["summary"].read_bytes() == first
 
 
-def test_release_fixture_passes(fixtures_dir: Path) -> None:
-    root = fixtures_dir / "onethinker"
-    report = validate_dataset(
-        root,
-        root / "media",
-        ValidateConfig(),
-        ["rl.json", "sft_image.json", "sft_video.json"],
-        ["eval/charades_mini.json", "eval/refcoco_mini.json"],
-    )
-    assert report.ok, report.summary_text()
+def test_multiple_choice_may_carry_its_choices_in_the_problem(copy_dataset: Callable[[str], Any]) -> None:
+    """The release appends ``options`` when a record has them; benchmarks with the choices written into the
+    problem have none, and the answer is then just a letter."""
+    ds = copy_dataset("inline_choices")
+    rl = ds.read(RL)
+    rec = rl[_index_of(rl, "train-multiple_choice-image-001")]
+    rec["problem"] += " Choices: (A) red (B) green (C) blue (D) yellow"
+    rec.pop("options")
+    ds.write(RL, rl)
+    assert validate_file(ds.root / RL, media_root=ds.media).ok
+
+
+def test_ids_are_namespaced_per_file(copy_dataset: Callable[[str], Any]) -> None:
+    """The release numbers each file on its own: an evaluation id that a training file also uses is fine."""
+    ds = copy_dataset("same_ids")
+    ev = ds.read(EVAL_I)
+    ev[0]["problem_id"] = ds.read(RL)[0]["problem_id"]
+    ds.write(EVAL_I, ev)
+    assert _validate(ds).ok
 
 
 def test_sft_without_extras_is_joined_with_rl(copy_dataset: Callable[[str], Any]) -> None:
@@ -518,10 +536,12 @@ def test_sft_without_extras_is_joined_with_rl(copy_dataset: Callable[[str], Any]
     i = _index_of(sft, "train-numerical-image-000")
     sft[i]["messages"][-1]["content"] = "<think>I count them.</think><answer>4</answer>"
     ds.write(SFT_I, sft)
-    report = validate_dataset(ds.root, ds.media, ValidateConfig(), [RL, SFT_I], [])
+    report = validate_dataset(*ds.specs([RL, SFT_I], []), ValidateConfig())
     failures = report.failures
     assert [(f.index, f.rule) for f in failures] == [(i, "sft_answer_matches")]
-    assert "rl.json record" in failures[0].message
+    assert "answer of" in failures[0].message and "rl.json: record" in failures[0].message
+    # by media and question; the multiple-choice turns lack the options RL appends, so by media alone
+    assert report.files[1].task_sources == {"rl": len(sft) - 2, "rl-media": 2}
     alone = validate_file(ds.root / SFT_I, media_root=ds.media)  # no RL file to join with: tags only
     assert alone.ok and alone.kind == "sft"
 

@@ -8,7 +8,6 @@ exit non-zero and name it.
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -17,7 +16,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from repo_copy import copy_worktree, deep_merge
+from repo_copy import copy_worktree, deep_merge, stage_env
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "tests" / "integration" / "params.smoke.yaml"
@@ -35,18 +34,7 @@ def _copy_repo(dest: Path) -> Path:
 
 
 def _env(root: Path) -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
-        DVC_SITE_CACHE_DIR=str(root / ".site"),
-        DVC_NO_ANALYTICS="1",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_CACHE=str(root / ".cache" / "hf"),
-        PYTHONUNBUFFERED="1",
-    )
-    env.pop("ONETHINKER_PARENT_RUN_ID", None)
-    return env
+    return stage_env(root)
 
 
 @pytest.fixture(scope="module")

@@ -8,6 +8,8 @@ import json
 import numpy as np
 import pytest
 
+from onethinker.contract import parse_record
+from onethinker.contract.schema import StructuredAnswer
 from onethinker.data import world as W
 from onethinker.data.generate import rle
 from onethinker.evaluation.core import model_summary, score_benchmark
@@ -15,7 +17,7 @@ from onethinker.evaluation.masks import GrabCutDecoder
 
 
 def _rec(pid, pt, dt, solution, **kw):
-    return {
+    raw = {
         "problem_id": pid,
         "problem": "q",
         "problem_type": pt,
@@ -24,6 +26,7 @@ def _rec(pid, pt, dt, solution, **kw):
         "path": "x",
         **kw,
     }
+    return parse_record(raw, "eval")
 
 
 def _resp(answer: str) -> str:
@@ -127,13 +130,15 @@ def test_malformed_segmentation_answers_score_an_empty_mask() -> None:
                     "negative_points": [[50, 50]] * 3,
                 }
             ),
-            masks=[rle(mask)],
+            segmentation_output={"segmentation_rle": rle(mask)},
+            resolution={"width": 8, "height": 8},
         )
     ]
 
     def masks_fn(record, pred):
-        assert pred == {}  # the response did not parse
-        return np.zeros((8, 8), bool), record["masks"][0]
+        assert pred == StructuredAnswer()  # the response did not parse
+        ((_, gt),) = record.segmentation.masks()
+        return np.zeros((8, 8), bool), gt
 
     summary, _ = score_benchmark(records, [_resp("{bad")], masks_fn)
     assert summary["tasks"]["segmentation_image"]["gIoU"] == 0.0

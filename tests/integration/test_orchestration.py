@@ -21,24 +21,25 @@ DEPLOYMENTS = {
     "dvc-stage/cpu": ("cpu", None),
     "dvc-stage/gpu": ("gpu", None),
 }
-FIXTURES = REPO / "tests" / "fixtures" / "onethinker"
+FIXTURES = REPO / "tests" / "fixtures" / "onethinker_release"
 
 
 def corrupted_release() -> tuple[dict, dict[str, str]]:
     """Params and files for a ``prepare.source: onethinker`` data set with two bad records: an answer that
-    is not an option letter, and an image that does not exist."""
-    records = json.loads((FIXTURES / "rl.json").read_text())
-    records[0]["answer"] = "<answer>Z</answer>"
-    records[1]["images"] = ["images/missing.png"]
-    fixtures = "tests/fixtures/onethinker"
+    is not an option letter, and a video that does not exist."""
+    records = json.loads((FIXTURES / "train" / "onethinker_rl_train.json").read_text())
+    records[8]["answer"] = "<answer>Z</answer>"  # multiple choice (video)
+    records[9]["videos"] = ["videos/missing.mp4"]
+    fixtures = "tests/fixtures/onethinker_release"
     params = {
         "prepare": {
             "source": "onethinker",
             "onethinker": {
                 "rl": "corrupt/rl.json",
-                "sft": [f"{fixtures}/sft_image.json"],
-                "eval": [f"{fixtures}/eval/refcoco_mini.json"],
-                "media_root": f"{fixtures}/media",
+                "sft": [f"{fixtures}/train/onethinker_sft_image.json"],
+                "eval": [f"{fixtures}/eval/eval_mathvista.json"],
+                "train_media_root": f"{fixtures}/train",
+                "eval_media_root": f"{fixtures}/eval",
             },
         }
     }

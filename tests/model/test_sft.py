@@ -55,17 +55,17 @@ def test_loss_ignores_everything_but_labels() -> None:
 
 def test_labels_cover_only_the_assistant_reply(tiny_base: Path, tiny_data: dict) -> None:
     from onethinker.data.examples import sft_example
-    from onethinker.data.formats import read_records
     from onethinker.modeling import encode_chat, load_processor
 
     proc = load_processor(tiny_base)
-    rec = read_records(tiny_data["train_files"][1])[0]  # sft_image.json
-    ex = sft_example(rec, tiny_data["media_root"], MediaConfig())
+    item = tiny_data["sft"][0]  # sft_image.json
+    rec = item.record
+    ex = sft_example(rec, item.root, MediaConfig(), "compact")
     enc = encode_chat(proc, ex.messages, ex.images, ex.videos, return_assistant_mask=True)
     labelled = enc["labels"][0][enc["labels"][0] != -100]
     text = proc.tokenizer.decode(labelled)
-    assert text.startswith("<think>") and rec["messages"][1]["content"] in text
-    assert "<|im_start|>" not in text and rec["messages"][0]["content"][8:30] not in text
+    assert text.startswith("<think>") and rec.response in text
+    assert "<|im_start|>" not in text and rec.user_text[8:30] not in text
 
 
 def test_training_moves_every_trainable_parameter_and_no_frozen_one(tiny_base, tiny_data, tmp_path) -> None:
@@ -73,9 +73,7 @@ def test_training_moves_every_trainable_parameter_and_no_frozen_one(tiny_base, t
 
     before = {k: v.clone() for k, v in load_model(tiny_base).state_dict().items()}
     cfg = _cfg(tiny_base, tmp_path, freeze_vision_tower=True, freeze_projector=True, batch_size=8)
-    model, _, result = train_sft(
-        cfg, tiny_data["train_files"], tiny_data["media_root"], MediaConfig(), progress=False
-    )
+    model, _, result = train_sft(cfg, tiny_data["sft"], MediaConfig(), "compact", progress=False)
     assert result.parameters["frozen"] > 0 and result.steps == 3
     after = model.state_dict()
     names = dict(model.named_parameters())
@@ -97,15 +95,11 @@ def test_training_moves_every_trainable_parameter_and_no_frozen_one(tiny_base, t
 def test_resume_after_interruption_equals_uninterrupted(tiny_base, tiny_data, tmp_path) -> None:
     media = MediaConfig()
     full_cfg = _cfg(tiny_base, tmp_path / "full", max_steps=4, save_every=2)
-    full, _, _ = train_sft(full_cfg, tiny_data["train_files"], tiny_data["media_root"], media, progress=False)
+    full, _, _ = train_sft(full_cfg, tiny_data["sft"], media, "compact", progress=False)
     cut_cfg = _cfg(tiny_base, tmp_path / "cut", max_steps=4, save_every=2)
-    _, _, first = train_sft(
-        cut_cfg, tiny_data["train_files"], tiny_data["media_root"], media, stop_after_steps=2, progress=False
-    )
+    _, _, first = train_sft(cut_cfg, tiny_data["sft"], media, "compact", stop_after_steps=2, progress=False)
     assert first.steps == 2
-    resumed, _, second = train_sft(
-        cut_cfg, tiny_data["train_files"], tiny_data["media_root"], media, progress=False
-    )
+    resumed, _, second = train_sft(cut_cfg, tiny_data["sft"], media, "compact", progress=False)
     assert second.resumed_from == 2 and second.steps == 4
     for (k, a), (_, b) in zip(full.state_dict().items(), resumed.state_dict().items(), strict=True):
         assert torch.allclose(a, b, atol=1e-6), k
@@ -114,9 +108,9 @@ def test_resume_after_interruption_equals_uninterrupted(tiny_base, tiny_data, tm
 def test_a_checkpoint_from_other_settings_is_not_resumed(tiny_base, tiny_data, tmp_path) -> None:
     media = MediaConfig()
     cfg = _cfg(tiny_base, tmp_path, max_steps=2, save_every=1)
-    train_sft(cfg, tiny_data["train_files"], tiny_data["media_root"], media, progress=False)
+    train_sft(cfg, tiny_data["sft"], media, "compact", progress=False)
     other = dataclasses.replace(cfg, lr=5e-4)
-    _, _, result = train_sft(other, tiny_data["train_files"], tiny_data["media_root"], media, progress=False)
+    _, _, result = train_sft(other, tiny_data["sft"], media, "compact", progress=False)
     assert result.resumed_from == 0
     # the old checkpoints were moved aside whole, not mixed with the new run's or deleted
     stale = [p for p in tmp_path.iterdir() if p.name.startswith("ckpt.stale-")]
@@ -133,8 +127,8 @@ def test_a_checkpoint_from_another_starting_model_is_not_resumed(tiny_base, tiny
     base = tmp_path / "base"
     shutil.copytree(tiny_base, base)
     cfg = _cfg(base, tmp_path, max_steps=2, save_every=1)
-    train_sft(cfg, tiny_data["train_files"], tiny_data["media_root"], media, progress=False)
-    _, _, again = train_sft(cfg, tiny_data["train_files"], tiny_data["media_root"], media, progress=False)
+    train_sft(cfg, tiny_data["sft"], media, "compact", progress=False)
+    _, _, again = train_sft(cfg, tiny_data["sft"], media, "compact", progress=False)
     assert again.resumed_from == 2  # same settings, same model: resumed
     # same settings, but the base model was rebuilt (here: one weight changed)
     weights = next(base.glob("*.safetensors"))
@@ -142,7 +136,7 @@ def test_a_checkpoint_from_another_starting_model_is_not_resumed(tiny_base, tiny
     name = next(iter(tensors))
     tensors[name] = tensors[name] + 0.5
     save_file(tensors, weights, metadata={"format": "pt"})
-    _, _, result = train_sft(cfg, tiny_data["train_files"], tiny_data["media_root"], media, progress=False)
+    _, _, result = train_sft(cfg, tiny_data["sft"], media, "compact", progress=False)
     assert result.resumed_from == 0
 
 
@@ -160,8 +154,9 @@ def test_deepspeed_zero2_on_cpu_trains(tiny_base, tiny_data, tmp_path) -> None:
                         warmup_ratio=0.0, log_every=1, save_every=3, heldout_per_task=0, log_mlflow=False,
                         deepspeed={str(REPO / "infra" / "deepspeed" / "zero2.json")!r})
         before = load_model(cfg.base_model_dir).state_dict()
-        model, _, res = train_sft(cfg, {tiny_data["train_files"]!r}, Path({str(tiny_data["media_root"])!r}),
-                                  MediaConfig(), progress=False)
+        from onethinker.contract import PreparedData
+        records = PreparedData.load({str(tiny_data["root"])!r}).rooted("sft")
+        model, _, res = train_sft(cfg, records, MediaConfig(), "compact", progress=False)
         after = model.state_dict()
         moved = sum(not torch.equal(before[k], after[k]) for k in after if k in before)
         print(json.dumps({{"steps": res.steps, "moved": moved, "losses": [h["train/loss"] for h in res.history],

@@ -182,6 +182,24 @@ def test_parse_response(text: str, think: str, answer: str, well_formed: bool) -
     }
 
 
+@pytest.mark.parametrize(
+    ("problem_type", "answer", "ok"),
+    [
+        ("multiple choice", "B", True),
+        ("multiple choice", "blue", False),
+        ("numerical", "3.5", True),
+        ("spatial grounding", '{"boxes": [1, 2, 3, 4]}', True),
+        ("spatial grounding", '{"boxes": [1, 2]}', False),
+        ("tracking", '{"boxes": {"1": [1, 2, 3, 4]}}', True),
+        ("tracking", "it moves right", False),
+        ("open-ended", "anything", True),
+    ],
+)
+def test_answer_ok_follows_the_task_schema(problem_type: str, answer: str, ok: bool) -> None:
+    row = parse_response(f"<think>t</think><answer>{answer}</answer>", problem_type)
+    assert row["answer"] == answer and row["answer_ok"] is ok
+
+
 def test_input_rows_accepts_frames_lists_and_dicts() -> None:
     frame = pd.DataFrame(
         [

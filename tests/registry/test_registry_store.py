@@ -61,11 +61,12 @@ def test_champion_loads_and_answers_an_image_question(logged, tmp_path) -> None:
         {"question": "What is two plus two?", "problem_type": "math"},  # text only
     ]
     out = model.predict(rows, params={"max_new_tokens": 8})
-    assert list(out.columns) == ["response", "think", "answer", "formatted", "well_formed"]
+    assert list(out.columns) == ["response", "think", "answer", "formatted", "well_formed", "answer_ok"]
     assert len(out) == len(rows)
     for row in out.to_dict(orient="records"):
         assert isinstance(row["response"], str) and isinstance(row["well_formed"], bool)
         assert row["formatted"] == f"<think>{row['think']}</think><answer>{row['answer']}</answer>"
+        assert isinstance(row["answer_ok"], bool)  # the answer checked against its task's schema
 
 
 def test_first_model_below_floors_is_not_champion(make_cfg, logged, tmp_path) -> None:

@@ -17,15 +17,16 @@ SCRIPT = textwrap.dedent("""
     import torch
     from onethinker.config import MediaConfig
     from onethinker.rl.config import GRPOConfig
-    from onethinker.rl.trainer import GRPOTrainer, load_rl_records
+    from onethinker.contract import PreparedData
+    from onethinker.rl.trainer import GRPOTrainer
 
     model_dir, data_root, out_dir, ds_config = sys.argv[1:5]
     cfg = GRPOConfig(sft_model_dir=model_dir, checkpoint_dir=str(Path(out_dir) / "ckpt"), steps=2,
                      rollout_batch_size=2, n=2, max_response_length=12, global_batch_size=2, micro_batch_size=4,
                      lr=1e-3, online_filter=False, freeze_vision_tower=False, freeze_projector=False,
                      log_mlflow=False, deepspeed=ds_config, seed=0)
-    records = load_rl_records([str(Path(data_root) / "train" / "rl.json")])
-    tr = GRPOTrainer(cfg, records, Path(data_root) / "media", MediaConfig(), "compact", progress=False)
+    records = PreparedData.load(data_root).rooted("rl")
+    tr = GRPOTrainer(cfg, records, MediaConfig(), "compact", progress=False)
     prompts = []
     for _ in range(cfg.steps):
         stats = tr.step()

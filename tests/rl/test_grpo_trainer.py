@@ -11,7 +11,7 @@ import torch
 
 from onethinker.config import MediaConfig
 from onethinker.rl.config import GRPOConfig
-from onethinker.rl.trainer import GRPOTrainer, load_rl_records
+from onethinker.rl.trainer import GRPOTrainer
 
 
 @pytest.fixture(scope="module")
@@ -37,9 +37,7 @@ def tiny_sft(tiny_base, tiny_data, tmp_path_factory) -> Path:
         freeze_vision_tower=False,
         freeze_projector=False,
     )
-    model, proc, _ = train_sft(
-        cfg, tiny_data["train_files"], tiny_data["media_root"], MediaConfig(), progress=False
-    )
+    model, proc, _ = train_sft(cfg, tiny_data["sft"], MediaConfig(), "compact", progress=False)
     return save_hf_folder(model, proc, tmp / "sft")
 
 
@@ -69,8 +67,7 @@ def _cfg(model_dir: Path, tmp: Path, **kw) -> GRPOConfig:
 
 
 def _trainer(cfg: GRPOConfig, tiny_data: dict) -> GRPOTrainer:
-    records = load_rl_records(tiny_data["train_files"])
-    return GRPOTrainer(cfg, records, tiny_data["media_root"], MediaConfig(), "compact", progress=False)
+    return GRPOTrainer(cfg, tiny_data["rl"], MediaConfig(), "compact", progress=False)
 
 
 def test_malformed_completions_score_zero_and_are_counted(tiny_base, tiny_data, tmp_path) -> None:

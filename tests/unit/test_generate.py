@@ -12,11 +12,12 @@ from PIL import Image
 from pycocotools import mask as mask_utils
 
 from onethinker.config import DataConfig, PrepareConfig
+from onethinker.contract import PreparedData, read_records
+from onethinker.contract.answers import inner_answer as unwrap_answer
+from onethinker.contract.tasks import TASK_PAIRS
 from onethinker.data import world as W
-from onethinker.data.formats import read_records, unwrap_answer
 from onethinker.data.media import decode_video
 from onethinker.data.prepare import prepare_synthetic
-from onethinker.tasks import TASK_PAIRS
 
 N_TRAIN, N_EVAL = 6, 3
 
@@ -47,13 +48,13 @@ def _target_colour(problem: str) -> str:
 
 def test_every_task_pair_in_train_and_eval(prepared: Path) -> None:
     rl = read_records(prepared / "train" / "rl.json")
-    sft = read_records(prepared / "train" / "sft_image.json") + read_records(
-        prepared / "train" / "sft_video.json"
-    )
+    sft = PreparedData.load(prepared).sft_records()
     pairs = {(r["problem_type"], r["data_type"]) for r in rl}
     assert pairs == {(p.problem_type, p.data_type) for p in TASK_PAIRS}
     assert len(pairs) == 16
-    assert {(r["problem_type"], r["data_type"]) for r in sft} == pairs
+    # SFT records carry only messages and media, as the release's: their task comes from the RL record they join
+    assert {(r.problem_type, r.data_type) for r in sft} == pairs
+    assert {r.task_source for r in sft} == {"rl"}
     eval_pairs = set()
     for f in (prepared / "eval").glob("*.json"):
         eval_pairs |= {(r["problem_type"], r["data_type"]) for r in read_records(f)}
@@ -71,19 +72,24 @@ def test_records_have_release_fields(prepared: Path) -> None:
         if r["problem_type"] == "multiple choice":
             letters = [o.split(".")[0] for o in r["options"]]
             assert unwrap_answer(r["answer"]) in letters
+        # EasyR1 splits the problem at its placeholder; the reward reads problem_reserved_text
+        assert r["problem"] == f"<{r['data_type']}>{r['problem_reserved_text']}"
     for f in (prepared / "eval").glob("*.json"):
         for r in read_records(f):
             assert {"problem", "solution", "problem_type", "data_type", "path", "problem_id"} <= set(r)
+            if r["problem_type"] == "segmentation":
+                assert {"segmentation_output", "resolution"} <= set(r)
+    for name in ("sft_image.json", "sft_video.json"):
+        for r in read_records(prepared / "train" / name):
+            assert set(r) in ({"messages", "images"}, {"messages", "videos"})
 
 
 def test_sft_answers_equal_ground_truth(prepared: Path) -> None:
-    for name in ("sft_image.json", "sft_video.json"):
-        for r in read_records(prepared / "train" / name):
-            user, assistant = r["messages"]
-            assert user["content"].startswith(f"<{r['data_type']}>")
-            text = assistant["content"]
-            assert text.startswith("<think>") and "</think><answer>" in text
-            assert unwrap_answer(text) == unwrap_answer(r["answer"])
+    for r in PreparedData.load(prepared).sft_records():
+        assert r.user_text.startswith(f"<{r.data_type}>")
+        assert r.user_text == r.prompt("compact")  # the file's user turn is the prompt rule's text
+        assert r.response.startswith("<think>") and "</think><answer>" in r.response
+        assert unwrap_answer(r.response) == r.answer
 
 
 def test_train_and_eval_disjoint(prepared: Path) -> None:
@@ -116,6 +122,15 @@ def _by_type(prepared: Path, pt: str, dt: str) -> list[dict]:
     ]
 
 
+def _eval_by_type(prepared: Path, pt: str, dt: str) -> list[dict]:
+    return [
+        r
+        for f in sorted((prepared / "eval").glob("*.json"))
+        for r in read_records(f)
+        if r["problem_type"] == pt and r["data_type"] == dt
+    ]
+
+
 def test_spatial_grounding_box_encloses_the_object_pixels(prepared: Path) -> None:
     for r in _by_type(prepared, "spatial grounding", "image"):
         rgb = np.asarray(Image.open(prepared / "media" / r["images"][0]).convert("RGB"))
@@ -126,16 +141,16 @@ def test_spatial_grounding_box_encloses_the_object_pixels(prepared: Path) -> Non
 
 
 def test_segmentation_mask_box_and_points_agree(prepared: Path) -> None:
-    for r in _by_type(prepared, "segmentation", "image"):
-        gt = json.loads(unwrap_answer(r["answer"]))
-        m = mask_utils.decode({"size": r["masks"][0]["size"], "counts": r["masks"][0]["counts"].encode()})
+    for r in _eval_by_type(prepared, "segmentation", "image"):
+        gt = json.loads(unwrap_answer(r["solution"]))
+        rle = r["segmentation_output"]["segmentation_rle"]
+        m = mask_utils.decode({"size": rle["size"], "counts": rle["counts"].encode()})
         h, w = m.shape
-        x, y, bw, bh = mask_utils.toBbox(
-            {"size": r["masks"][0]["size"], "counts": r["masks"][0]["counts"].encode()}
-        )
+        assert r["resolution"] == {"width": w, "height": h}
+        x, y, bw, bh = mask_utils.toBbox({"size": rle["size"], "counts": rle["counts"].encode()})
         expected = [x / w * 1000, y / h * 1000, (x + bw) / w * 1000, (y + bh) / h * 1000]
         assert np.allclose(gt["boxes"], expected, atol=1.0)
-        rgb = np.asarray(Image.open(prepared / "media" / r["images"][0]).convert("RGB"))
+        rgb = np.asarray(Image.open(prepared / "media" / r["path"]).convert("RGB"))
         assert (
             m.astype(bool) == _colour_mask(rgb, _target_colour(r["problem"]), tol=10) & m.astype(bool)
         ).all()
@@ -178,9 +193,16 @@ def test_tracking_and_st_grounding_boxes_follow_the_object(prepared: Path) -> No
 
 
 def test_segmentation_video_masks_cover_every_frame(prepared: Path) -> None:
-    for r in _by_type(prepared, "segmentation", "video"):
-        gt = json.loads(unwrap_answer(r["answer"]))
-        assert len(r["masks"]) == 16 and r["mask_fps"] == 4.0
-        key = r["masks"][int(round(gt["time"] * 4))]
+    for r in _eval_by_type(prepared, "segmentation", "video"):
+        gt = json.loads(unwrap_answer(r["solution"]))
+        seg = r[
+            "segmentation_output"
+        ]  # seg_post_sam2.py's layout: frame keys, an RLE per key, frame i at i / fps
+        assert (
+            len(seg["frames"]) == 16
+            and r["fps"] == 4.0
+            and set(seg["segmentation_rle"]) == set(seg["frames"])
+        )
+        key = seg["segmentation_rle"][seg["frames"][int(round(gt["time"] * 4))]]
         area = mask_utils.area({"size": key["size"], "counts": key["counts"].encode()})
         assert area > 0, "the key frame must show the object"

@@ -1,23 +1,27 @@
 """The ``prepare`` stage's core: write training and held-out evaluation files plus their media.
 
-Two sources:
+Two sources, one layout (the release's, ``onethinker.contract.records``):
 - ``synthetic`` (the embedded default): every (problem_type, data_type) pair of the task table gets
   ``train_per_task`` training samples and ``eval_per_task`` held-out samples. Each sample's scene is
   drawn from its own seed ``(seed, split, pair index, sample index)``; train and eval use different
   ``split`` values, so their scenes never share a seed. Deterministic: the same params write the same
-  bytes.
-- ``onethinker``: the released RL, SFT and evaluation JSON files, read through HF ``datasets`` and
-  written in the same layout with media paths made absolute under the release's media root.
+  bytes. Records are written exactly as the release lays them out: RL records with ``<image>``/``<video>``
+  placeholders in ``problem``, SFT records with only ``messages`` and media, evaluation records with
+  segmentation ground truth in ``segmentation_output`` (plus ``resolution`` and ``fps``).
+- ``onethinker``: the released RL, SFT and evaluation JSON files, copied record for record (every field
+  kept, media paths as written). Their media stay where they are: the manifest names the training and
+  evaluation media roots by their params keys.
 
 Layout written under ``data.root``:
-``train/rl.json``, ``train/sft_image.json``, ``train/sft_video.json``, ``eval/<benchmark>.json`` and
-``media/{images,videos}/{train,eval}/…``; ``manifest.json`` lists files and counts per task.
+``train/rl.json``, ``train/sft_*.json``, ``eval/<benchmark>.json``, ``media/`` (synthetic only) and
+``manifest.json`` (``onethinker.contract.manifest``: files, kinds, named media roots, counts per task; no
+absolute path, so the data's hash does not depend on where the checkout lives).
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
-import json
 import shutil
 from collections import Counter
 from collections.abc import Callable
@@ -29,29 +33,34 @@ import numpy as np
 from PIL import Image
 
 from onethinker.config import DataConfig, PrepareConfig
-from onethinker.data import formats
+from onethinker.contract import prompts as Pr
+from onethinker.contract.answers import format_response, wrap_answer
+from onethinker.contract.io import read_records, write_records
+from onethinker.contract.manifest import Manifest, ManifestFile, RootRef, write_manifest
+from onethinker.contract.media import EVAL_ROOT, TRAIN_ROOT
+from onethinker.contract.records import TaskIndex, Where, check_fields, derive_sft_task, parse_record
+from onethinker.contract.tasks import TASK_PAIRS, TaskPair, canonical_problem_type, modality, task_slug
 from onethinker.data.generate import Sample, WorldSpec, make_sample
 from onethinker.data.media import write_video
-from onethinker.data.prompts import PromptStyle, build_prompt, format_response
-from onethinker.tasks import TASK_PAIRS, TaskPair, task_slug
 
 SPLITS = {"train": 0, "eval": 1}
 
 
 @dataclass
 class PrepareResult:
-    """What ``prepare`` wrote: file paths and per-task counts."""
+    """What ``prepare`` wrote: the manifest's files (with paths under the data root) and counts per task."""
 
-    train_files: list[Path] = field(default_factory=list)
-    eval_files: list[Path] = field(default_factory=list)
+    root: Path
+    files: list[ManifestFile] = field(default_factory=list)
     counts: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> "pt/dt" -> n
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "train_files": [str(p) for p in self.train_files],
-            "eval_files": [str(p) for p in self.eval_files],
-            "counts": self.counts,
-        }
+    @property
+    def train_files(self) -> list[Path]:
+        return [self.root / f.path for f in self.files if f.kind != "eval"]
+
+    @property
+    def eval_files(self) -> list[Path]:
+        return [self.root / f.path for f in self.files if f.kind == "eval"]
 
 
 def benchmark_name(pair: TaskPair) -> str:
@@ -71,34 +80,55 @@ def _save_media(sample: Sample, media_root: Path, rel: str) -> None:
         write_video(path, sample.frames, sample.fps)
 
 
-def _records(sample: Sample, pid: str, rel: str, split: str, style: PromptStyle) -> dict[str, dict]:
+def _segmentation_output(sample: Sample) -> dict[str, Any]:
+    """The release's segmentation ground truth (``seg_post_sam2.py``): an RLE for an image; frame keys, an RLE
+    per key and ``fps`` for a video (frame i at i / fps s), with the ``resolution`` masks are scored at."""
+    assert sample.masks is not None
+    h, w = sample.masks[0]["size"]
+    out: dict[str, Any] = {"resolution": {"width": int(w), "height": int(h)}}
+    if sample.pair.data_type == "image":
+        out["segmentation_output"] = {"segmentation_rle": sample.masks[0]}
+    else:
+        keys = [f"{i:05d}" for i in range(len(sample.masks))]
+        out["segmentation_output"] = {
+            "frames": keys,
+            "segmentation_rle": dict(zip(keys, sample.masks, strict=True)),
+        }
+        out["fps"] = float(sample.fps)
+    return out
+
+
+def _records(sample: Sample, pid: str, rel: str, split: str, style: Pr.PromptStyle) -> dict[str, dict]:
+    """The sample in the release's layouts: an evaluation record, or an RL record and an SFT record."""
     pt, dt = sample.pair.problem_type, sample.pair.data_type
     media_key = "images" if dt == "image" else "videos"
-    answer = formats.wrap_answer(sample.answer)
-    extra: dict[str, Any] = {}
-    if sample.masks is not None:
-        extra["masks"] = sample.masks
-        if dt == "video":
-            extra["mask_fps"] = float(sample.fps)
-    common = {"problem_id": pid, "problem": sample.problem}
-    if sample.options:
-        common["options"] = sample.options
+    answer = wrap_answer(sample.answer)
     if split == "eval":
-        return {
-            "eval": {**common, "solution": answer, "problem_type": pt, "data_type": dt, "path": rel, **extra}
-        }
-    rl = {**common, "answer": answer, "problem_type": pt, "data_type": dt, media_key: [rel], **extra}
-    prompt = build_prompt(sample.problem, pt, dt, sample.options, style)
+        rec: dict[str, Any] = {"problem_id": pid, "problem": sample.problem}
+        if sample.options:
+            rec["options"] = sample.options
+        rec.update(solution=answer, problem_type=pt, data_type=dt, path=rel)
+        if sample.masks is not None:
+            rec.update(_segmentation_output(sample))
+        return {"eval": rec}
+    problem = f"<{dt}>{sample.problem}"  # the placeholder marks where the media go (EasyR1's dataset)
+    rl: dict[str, Any] = {"problem_id": pid, "problem": problem}
+    if sample.options:
+        rl["options"] = sample.options
+    rl.update(
+        answer=answer,
+        problem_type=pt,
+        data_type=dt,
+        **{media_key: [rel]},
+        problem_reserved_text=sample.problem,
+    )
+    prompt = Pr.render_prompt(problem, pt, dt, style, sample.options)
     sft = {
         "messages": [
-            {"role": "user", "content": f"<{dt}>{prompt}"},
+            {"role": "user", "content": prompt},
             {"role": "assistant", "content": format_response(sample.think, sample.answer)},
         ],
         media_key: [rel],
-        "problem_id": pid,
-        "problem_type": pt,
-        "data_type": dt,
-        "answer": answer,
     }
     return {"rl": rl, "sft": sft}
 
@@ -131,7 +161,7 @@ def _draw(
 def prepare_synthetic(
     cfg: PrepareConfig,
     data: DataConfig,
-    prompt_style: PromptStyle = "full",
+    prompt_style: Pr.PromptStyle = "full",
     progress: Callable[[str, int], None] | None = None,
 ) -> PrepareResult:
     """Render the synthetic world and write every file. ``progress(label, n)`` is called per sample."""
@@ -168,67 +198,80 @@ def prepare_synthetic(
                         counts["sft"][key] += 1
                 if progress:
                     progress(f"{split} {pair.name}", 1)
-    result = PrepareResult()
-    formats.write_records(root / "train" / "rl.json", rl)
-    result.train_files.append(root / "train" / "rl.json")
+    result = PrepareResult(root)
+    write_records(root / "train" / "rl.json", rl)
+    result.files.append(ManifestFile("train/rl.json", "rl", TRAIN_ROOT))
     for dt, recs in sft.items():
-        path = root / "train" / f"sft_{dt}.json"
-        formats.write_records(path, recs)
-        result.train_files.append(path)
+        write_records(root / "train" / f"sft_{dt}.json", recs)
+        result.files.append(ManifestFile(f"train/sft_{dt}.json", "sft", TRAIN_ROOT))
     for name, recs in sorted(evals.items()):
-        path = root / "eval" / f"{name}.json"
-        formats.write_records(path, recs)
-        result.eval_files.append(path)
+        write_records(root / "eval" / f"{name}.json", recs)
+        result.files.append(ManifestFile(f"eval/{name}.json", "eval", EVAL_ROOT))
     result.counts = {k: dict(sorted(v.items())) for k, v in counts.items()}
-    _write_manifest(root, result, source="synthetic", media_root=media_root)
+    roots = {TRAIN_ROOT: RootRef(data="media"), EVAL_ROOT: RootRef(data="media")}
+    write_manifest(root, Manifest("synthetic", tuple(result.files), roots, result.counts))
     return result
 
 
-def prepare_onethinker(
-    cfg: PrepareConfig, data: DataConfig, cache_dir: str | Path | None = None
-) -> PrepareResult:
-    """Read the released files through HF ``datasets`` and write them in our layout (absolute media paths)."""
+TRAIN_ROOT_PARAM = "prepare.onethinker.train_media_root"
+EVAL_ROOT_PARAM = "prepare.onethinker.eval_media_root"
+
+
+def _pair_key(record: Any, kind: str, index: TaskIndex) -> str:
+    """ "problem_type/modality" of a release record for the counts ("?/?" when it cannot be read)."""
+    if not isinstance(record, dict) or check_fields(record, kind):
+        return "?/?"
+    if kind == "sft":
+        task = derive_sft_task(record, index)
+        return f"{task.problem_type}/{modality(task.data_type)}"
+    return f"{canonical_problem_type(record['problem_type'])}/{modality(record['data_type'])}"
+
+
+def _unique_name(name: str, taken: set[str], what: str) -> str:
+    if name in taken:
+        raise ValueError(
+            f"prepare.onethinker.{what}: two files would both be prepared as {name!r}: rename one"
+        )
+    taken.add(name)
+    return name
+
+
+def prepare_onethinker(cfg: PrepareConfig, data: DataConfig) -> PrepareResult:
+    """Copy the released files record for record and write the manifest (media stay under their roots)."""
     src = cfg.onethinker
     root = Path(data.root)
-    for sub in ("train", "eval"):
+    for sub in ("train", "eval", "media"):
         shutil.rmtree(root / sub, ignore_errors=True)
-    media_root = Path(src.media_root or ".")
-    result = PrepareResult()
+    result = PrepareResult(root)
     counts: dict[str, Counter] = {"train": Counter(), "eval": Counter(), "sft": Counter()}
-    rl = [formats.absolutise_media(r, media_root) for r in formats.load_release(src.rl, cache_dir)]
-    for r in rl:
-        counts["train"][f"{r.get('problem_type')}/{r.get('data_type')}"] += 1
-    formats.write_records(root / "train" / "rl.json", rl)
-    result.train_files.append(root / "train" / "rl.json")
+    rl = read_records(src.rl) if src.rl else []
+    index = TaskIndex()
+    for i, r in enumerate(rl):
+        counts["train"][_pair_key(r, "rl", index)] += 1
+        with contextlib.suppress(ValueError):  # a bad record: validation reports it
+            index.add(parse_record(r, "rl", Where(str(src.rl), i)))
+    if src.rl:
+        write_records(root / "train" / "rl.json", rl)
+        result.files.append(ManifestFile("train/rl.json", "rl", TRAIN_ROOT, Path(src.rl).name))
+    taken: set[str] = {"rl"}
     for path in src.sft:
-        recs = [formats.absolutise_media(r, media_root) for r in formats.load_release(path, cache_dir)]
+        recs = read_records(path)
         for r in recs:
-            counts["sft"][f"{r.get('problem_type', '?')}/{'video' if r.get('videos') else 'image'}"] += 1
-        out = root / "train" / f"sft_{Path(path).stem}.json"
-        formats.write_records(out, recs)
-        result.train_files.append(out)
+            counts["sft"][_pair_key(r, "sft", index)] += 1
+        name = _unique_name(f"sft_{Path(path).stem}", taken, "sft")
+        write_records(root / "train" / f"{name}.json", recs)
+        result.files.append(ManifestFile(f"train/{name}.json", "sft", TRAIN_ROOT, Path(path).name))
     for path in src.eval:
-        recs = [formats.absolutise_media(r, media_root) for r in formats.load_release(path, cache_dir)]
+        recs = read_records(path)
         for r in recs:
-            counts["eval"][f"{r.get('problem_type')}/{r.get('data_type')}"] += 1
-        out = root / "eval" / f"{Path(path).stem}.json"
-        formats.write_records(out, recs)
-        result.eval_files.append(out)
+            counts["eval"][_pair_key(r, "eval", index)] += 1
+        name = _unique_name(Path(path).stem, taken, "eval")
+        write_records(root / "eval" / f"{name}.json", recs)
+        result.files.append(ManifestFile(f"eval/{name}.json", "eval", EVAL_ROOT, Path(path).name))
     result.counts = {k: dict(sorted(v.items())) for k, v in counts.items()}
-    _write_manifest(root, result, source="onethinker", media_root=media_root.resolve())
+    roots = {TRAIN_ROOT: RootRef(param=TRAIN_ROOT_PARAM), EVAL_ROOT: RootRef(param=EVAL_ROOT_PARAM)}
+    write_manifest(root, Manifest("onethinker", tuple(result.files), roots, result.counts))
     return result
-
-
-def _write_manifest(root: Path, result: PrepareResult, source: str, media_root: Path) -> None:
-    manifest = {"source": source, "media_root": str(media_root), **result.as_dict()}
-    (root / "manifest.json").write_text(json.dumps(manifest, indent=2) + "\n")
-
-
-def read_manifest(data: DataConfig) -> dict[str, Any]:
-    path = Path(data.root) / "manifest.json"
-    if not path.exists():
-        raise FileNotFoundError(f"{path} not found: run `onethinker prepare` (or `dvc repro prepare`) first")
-    return json.loads(path.read_text())
 
 
 def counts_per_task(result: PrepareResult) -> dict[str, dict[str, int]]:

@@ -21,7 +21,6 @@ An answer that does not parse counts as the worst prediction (empty span / box /
 
 from __future__ import annotations
 
-import json
 import math
 from collections import defaultdict
 from collections.abc import Callable, Sequence
@@ -30,129 +29,57 @@ from typing import Any
 import numpy as np
 
 from onethinker import metrics as M
-from onethinker.tasks import task_slug
+from onethinker.contract.answers import graded_answer, truth_answer
+from onethinker.contract.records import Record
+from onethinker.contract.schema import StructuredAnswer, parse_structured, to_number
 
-EMPTY_BOX = [0.0, 0.0, 0.0, 0.0]
-EMPTY_SPAN = [0.0, 0.0]
-
-
-def answer_text(response: str) -> str:
-    """The answer the reward would grade: the first <answer> block, else the whole response."""
-    from onethinker.rewards.parsing import extract_answer, normalize
-
-    try:
-        ans = extract_answer(normalize(response or ""))
-    except Exception:
-        ans = None
-    return (ans if ans is not None else (response or "")).strip()
+EMPTY_BOX = (0.0, 0.0, 0.0, 0.0)
+EMPTY_SPAN = (0.0, 0.0)
 
 
-def answer_json(response: str) -> dict[str, Any]:
-    try:
-        obj = json.loads(answer_text(response))
-    except (ValueError, TypeError, RecursionError):
-        return {}
-    return obj if isinstance(obj, dict) else {}
+def _number(text: str) -> float | None:
+    v = to_number(text)
+    return v if v is not None and math.isfinite(v) else None
 
 
-def _numbers(value: Any, n: int) -> list[float] | None:
-    if not isinstance(value, list | tuple) or len(value) != n:
-        return None
-    try:
-        out = [float(v) for v in value]
-    except (TypeError, ValueError):
-        return None
-    return out if all(math.isfinite(v) for v in out) else None
-
-
-def _span(obj: dict[str, Any]) -> list[float]:
-    return _numbers(obj.get("time"), 2) or EMPTY_SPAN
-
-
-def _box(value: Any) -> list[float]:
-    return _numbers(value, 4) or EMPTY_BOX
-
-
-def _frame_boxes(obj: dict[str, Any]) -> dict[str, list[float]]:
-    boxes = obj.get("boxes")
-    if not isinstance(boxes, dict):
-        return {}
-    return {str(k): b for k, v in boxes.items() if (b := _numbers(v, 4)) is not None}
-
-
-def _float(text: str) -> float | None:
-    try:
-        v = float(text.replace(",", ""))
-    except (TypeError, ValueError):
-        return None
-    return v if math.isfinite(v) else None
-
-
-def _points(value: Any) -> list[list[float]]:
-    if not isinstance(value, list):
-        return []
-    return [p for v in value if (p := _numbers(v, 2)) is not None]
-
-
-MaskFn = Callable[[dict[str, Any], dict[str, Any]], tuple[Any, Any]]
-"""(record, predicted answer JSON) -> (predicted mask(s), ground-truth mask(s))."""
+MaskFn = Callable[[Record, StructuredAnswer], tuple[Any, Any]]
+"""(record, predicted answer) -> (predicted mask(s), ground-truth mask(s)); see ``evaluation.masks``."""
 
 
 def task_metrics(
-    slug: str, records: Sequence[dict[str, Any]], responses: Sequence[str], masks: MaskFn | None = None
+    slug: str, records: Sequence[Record], responses: Sequence[str], masks: MaskFn | None = None
 ) -> dict[str, float]:
-    """Official metrics of one task over its records (all of the same slug)."""
-    gts = [r.get("solution", r.get("answer", "")) for r in records]
+    """Official metrics of one task over its records (all of the same slug). Responses are read as the reward
+    reads them (``graded_answer``), ground truths by the contract's rule (``truth_answer``)."""
+    answers = [graded_answer(r) for r in responses]
+    truths = [truth_answer(r.ground_truth) for r in records]
     if slug in ("multiple_choice", "numerical", "math"):
         return {}  # accuracy comes from the reward
     if slug == "regression":
-        pairs = [
-            (_float(answer_text(p)), _float(answer_text(g))) for p, g in zip(responses, gts, strict=True)
-        ]
+        pairs = [(_number(a), _number(t)) for a, t in zip(answers, truths, strict=True)]
         vals = [
             float(M.mean_relative_accuracy([p], [g])[0]) if p is not None and g is not None else 0.0
             for p, g in pairs
         ]
         return {"MRA": float(np.mean(vals)) if vals else 0.0}
     if slug == "ocr":
-        return {
-            "1-WER": float(
-                np.mean(
-                    [
-                        M.ocr_accuracy(answer_text(g), answer_text(p))
-                        for p, g in zip(responses, gts, strict=True)
-                    ]
-                )
-            )
-        }
+        return {"1-WER": float(np.mean([M.ocr_accuracy(t, a) for a, t in zip(answers, truths, strict=True)]))}
     if slug == "open_ended":
-        return {
-            "ROUGE": float(
-                np.mean(
-                    [
-                        M.rouge_mean(answer_text(g), answer_text(p))
-                        for p, g in zip(responses, gts, strict=True)
-                    ]
-                )
-            )
-        }
-    preds = [answer_json(p) for p in responses]
-    truth = [answer_json(g) for g in gts]
+        return {"ROUGE": float(np.mean([M.rouge_mean(t, a) for a, t in zip(answers, truths, strict=True)]))}
+    preds = [parse_structured(a) for a in answers]
+    gold = [parse_structured(t) for t in truths]
+    spans = [list(p.span or EMPTY_SPAN) for p in preds], [list(g.span or EMPTY_SPAN) for g in gold]
+    frames = [dict(p.frames or {}) for p in preds], [dict(g.frames or {}) for g in gold]
     if slug == "temporal_grounding":
-        return M.temporal_grounding_metrics([_span(p) for p in preds], [_span(t) for t in truth])
+        return M.temporal_grounding_metrics(*spans)
     if slug == "spatial_grounding":
         return M.spatial_grounding_metrics(
-            [_box(p.get("boxes")) for p in preds], [_box(t.get("boxes")) for t in truth]
+            [list(p.box or EMPTY_BOX) for p in preds], [list(g.box or EMPTY_BOX) for g in gold]
         )
     if slug == "spatial_temporal_grounding":
-        return M.spatio_temporal_grounding_metrics(
-            [_span(p) for p in preds],
-            [_span(t) for t in truth],
-            [_frame_boxes(p) for p in preds],
-            [_frame_boxes(t) for t in truth],
-        )
+        return M.spatio_temporal_grounding_metrics(*spans, *frames)
     if slug == "tracking":
-        return M.tracking_metrics([_frame_boxes(p) for p in preds], [_frame_boxes(t) for t in truth])
+        return M.tracking_metrics(*frames)
     if slug in ("segmentation_image", "segmentation_video") and masks is not None:
         pm, gm = zip(*(masks(r, p) for r, p in zip(records, preds, strict=True)), strict=True)
         if slug == "segmentation_image":
@@ -162,28 +89,16 @@ def task_metrics(
 
 
 def score_benchmark(
-    records: Sequence[dict[str, Any]], responses: Sequence[str], masks: MaskFn | None = None
+    records: Sequence[Record], responses: Sequence[str], masks: MaskFn | None = None
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Reward parts per sample and official metrics per task. Returns (summary, per-sample rows)."""
     from onethinker.rewards import compute_score
 
-    items = [
-        {
-            "response": resp,
-            "ground_truth": r.get("solution", r.get("answer", "")),
-            "problem_type": r.get("problem_type", ""),
-            "data_type": r.get("data_type", ""),
-            "problem_id": r.get("problem_id"),
-        }
-        for r, resp in zip(records, responses, strict=True)
-    ]
+    items = [r.reward_item(resp) for r, resp in zip(records, responses, strict=True)]
     scores = compute_score(items)
     rows, by_slug = [], defaultdict(list)
     for i, (r, item, s) in enumerate(zip(records, items, scores, strict=True)):
-        try:
-            slug = task_slug(r["problem_type"], r["data_type"])
-        except (KeyError, TypeError):
-            slug = "unknown"
+        slug = r.slug
         rows.append(
             {
                 **item,

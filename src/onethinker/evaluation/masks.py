@@ -209,3 +209,58 @@ def make_decoder(
             )
         return SAM2Decoder(sam2_config, sam2_checkpoint)
     raise ValueError(f"unknown mask decoder {name!r} (grabcut or sam2)")
+
+
+def prediction_masks(record, answer, root, decoder: MaskDecoder) -> tuple[object, object]:
+    """(predicted, ground-truth) masks of a segmentation evaluation record, as ``seg_post_sam2.py`` scores them.
+
+    The ground truth is the record's ``segmentation_output`` (``contract.records.SegmentationTruth``) at its
+    ``resolution``. The media are brought to that resolution and the answer's box and points (0-1000 grid) are
+    prompted on them: an image directly; a video on the frames at ``i / fps`` s for each ground-truth frame key
+    ``i`` (the nearest native frame), from the key frame ``round(time * fps)``. Video masks are compared only
+    on the frames with a ground-truth mask. An answer without a valid box or 3 positive points predicts empty
+    masks (the worst prediction, never a skip).
+
+    record: an ``EvalRecord`` with ``segmentation``; answer: a ``contract.schema.StructuredAnswer``; root: the
+    record's ``MediaRoot``. Returns image: ((H, W), (H, W)); video: ((F, H, W), (F, H, W)) over the F frames
+    that have a ground-truth mask.
+    """
+    from PIL import Image
+
+    truth = record.segmentation
+    if truth is None:
+        raise ValueError(f"{record.where}: no segmentation ground truth (segmentation_output)")
+    w, h = truth.width, truth.height
+    box = answer.box
+    ok = box is not None and box[2] > box[0] and box[3] > box[1] and len(answer.positive) == 3
+    path = root.resolve(record.media[0].path, record.kind)
+    gts = truth.masks()
+    if truth.data_type == "image":
+        (_, gt), *_ = gts or [(0, np.zeros((h, w), bool))]
+        if not ok:
+            return np.zeros((h, w), bool), gt
+        image = Image.open(path).convert("RGB")
+        if image.size != (w, h):
+            image = image.resize((w, h), Image.BILINEAR)
+        return decoder.image_mask(np.asarray(image), box, answer.positive, answer.negative), gt
+    if not gts:
+        return np.zeros((0, h, w), bool), np.zeros((0, h, w), bool)
+    order = [i for i, _ in gts]
+    gt = np.stack([m for _, m in gts])
+    if not ok or answer.seconds is None:
+        return np.zeros_like(gt), gt
+    from onethinker.data.media import decode_video
+
+    clip = decode_video(path, fps=1e6, max_frames=100000)  # every native frame
+    native = clip.info.fps or clip.sample_fps
+    n = len(truth.frames)
+    picks = [int(np.clip(round(truth.frame_time(i) * native), 0, len(clip.frames) - 1)) for i in range(n)]
+    frames = np.stack(
+        [
+            f if f.shape[:2] == (h, w) else np.asarray(Image.fromarray(f).resize((w, h), Image.BILINEAR))
+            for f in clip.frames[picks]
+        ]
+    )
+    key = int(np.clip(round(answer.seconds * float(truth.fps or 1.0)), 0, n - 1))
+    pred = np.stack(decoder.video_masks(frames, key, box, answer.positive, answer.negative))
+    return pred[order], gt

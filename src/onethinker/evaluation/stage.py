@@ -23,8 +23,8 @@ from typing import Any
 import numpy as np
 
 from onethinker.config import MediaConfig, Params, to_dict
-from onethinker.data.formats import read_records, resolve_media
-from onethinker.data.prompts import PromptStyle
+from onethinker.contract.manifest import RootedRecord
+from onethinker.contract.prompts import PromptStyle
 from onethinker.evaluation.config import EvaluateConfig
 from onethinker.evaluation.core import model_summary, score_benchmark
 from onethinker.generation.base import check_engine
@@ -35,44 +35,20 @@ detail_log = logging.getLogger(f"{__name__}.detail")
 """One line per model and benchmark: to ``<reports_dir>/evaluate.log`` during the stage (not the terminal)."""
 
 
-def _mask_fn(media_root: Path, decoder):
-    from onethinker.data.media import decode_video
-    from onethinker.evaluation.core import _box, _points
+def _benchmarks(cfg: EvaluateConfig, p: Params) -> list[tuple[str, list[RootedRecord]]]:
+    """(name, records with their media root) per benchmark: ``evaluate.benchmarks`` when set (media under
+    ``evaluate.media_root``), else the prepared evaluation files."""
+    from onethinker.contract import MediaRoot, PreparedData, parse_records, read_records
 
-    def fn(record: dict[str, Any], pred: dict[str, Any]):
-        from PIL import Image
-
-        gt = record.get("masks") or []
-        path = resolve_media(
-            media_root, record.get("path") or (record.get("images") or record.get("videos"))[0]
-        )
-        box, pos, neg = (
-            _box(pred.get("boxes")),
-            _points(pred.get("positive_points")),
-            _points(pred.get("negative_points")),
-        )
-        if record.get("data_type") == "video":
-            clip = decode_video(path, fps=1e6, max_frames=100000)  # every native frame: masks are per frame
-            h, w = clip.frames.shape[1:3]
-            t = pred.get("time")
-            ok = isinstance(t, int | float) and not isinstance(t, bool) and len(pos) == 3
-            if not ok or box[2] <= box[0] or box[3] <= box[1]:
-                return np.zeros((len(gt), h, w), bool), gt
-            key = int(np.clip(round(float(t) * clip.info.fps), 0, len(clip.frames) - 1))
-            pm = decoder.video_masks(clip.frames, key, box, pos, neg)
-            return np.stack(pm)[: len(gt)], gt
-        image = np.asarray(Image.open(path).convert("RGB"))
-        if len(pos) != 3 or box[2] <= box[0] or box[3] <= box[1]:
-            return np.zeros(image.shape[:2], bool), gt[0]
-        return decoder.image_mask(image, box, pos, neg), gt[0]
-
-    return fn
-
-
-def _benchmarks(cfg: EvaluateConfig, manifest: dict[str, Any]) -> tuple[list[Path], Path]:
     if cfg.benchmarks:
-        return [Path(b) for b in cfg.benchmarks], Path(cfg.media_root or manifest["media_root"])
-    return [Path(f) for f in manifest["eval_files"]], Path(manifest["media_root"])
+        root = MediaRoot("eval", Path(cfg.media_root or "."))
+        out = []
+        for b in cfg.benchmarks:
+            records = parse_records(read_records(b), b, "eval")
+            out.append((Path(b).stem, [RootedRecord(r, root) for r in records]))
+        return out
+    data = PreparedData.load(p.data.root, p)
+    return [(f.name, records) for f, records in data.eval_sets()]
 
 
 def answer_settings(cfg: EvaluateConfig, media: MediaConfig, style: PromptStyle) -> list[Any]:
@@ -82,7 +58,10 @@ def answer_settings(cfg: EvaluateConfig, media: MediaConfig, style: PromptStyle)
 
 
 def sample_fingerprint(
-    benchmarks: list[Path], cfg: EvaluateConfig, media: MediaConfig, style: PromptStyle
+    benchmarks: list[tuple[str, list[RootedRecord]]],
+    cfg: EvaluateConfig,
+    media: MediaConfig,
+    style: PromptStyle,
 ) -> str:
     """Identifies the evaluation sample: the questions evaluated and the settings that shape the answers.
 
@@ -91,25 +70,26 @@ def sample_fingerprint(
     """
     h = hashlib.sha256()
     h.update(json.dumps(answer_settings(cfg, media, style)).encode())
-    for bench in benchmarks:
-        h.update(bench.stem.encode())
-        for record in read_records(bench)[: cfg.max_per_benchmark]:
-            h.update(json.dumps(record, sort_keys=True, default=str).encode())
+    for name, records in benchmarks:
+        h.update(name.encode())
+        for item in records[: cfg.max_per_benchmark]:
+            h.update(json.dumps(item.record.raw, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
 
 @dataclass
 class BenchmarkJob:
-    """One model on one benchmark: its records, the cache file and the answers already in it."""
+    """One model on one benchmark: its records (with their media root), the cache file and the answers
+    already in it."""
 
-    bench: Path
-    records: list[dict[str, Any]]
+    bench: str
+    records: list[RootedRecord]
     cache_file: Path
     cached: dict[str, str]
 
     @property
-    def todo(self) -> list[dict[str, Any]]:
-        return [r for r in self.records if str(r.get("problem_id")) not in self.cached]
+    def todo(self) -> list[RootedRecord]:
+        return [x for x in self.records if x.record.local_id not in self.cached]
 
 
 @dataclass
@@ -146,7 +126,7 @@ def _read_cache(cache_file: Path, settings: str) -> dict[str, str]:
 def plan_model(
     name: str,
     model_dir: Path,
-    benchmarks: list[Path],
+    benchmarks: list[tuple[str, list[RootedRecord]]],
     cfg: EvaluateConfig,
     media: MediaConfig,
     style: PromptStyle,
@@ -159,10 +139,11 @@ def plan_model(
     settings = f"{model_fingerprint(model_dir)}-{json.dumps(answer_settings(cfg, media, style))}"
     cache_dir = Path(cfg.cache_dir) / name
     jobs = []
-    for bench in benchmarks:
-        cache_file = cache_dir / f"{bench.stem}.jsonl"
-        records = read_records(bench)[: cfg.max_per_benchmark]
-        jobs.append(BenchmarkJob(bench, records, cache_file, _read_cache(cache_file, settings)))
+    for bench, items in benchmarks:
+        cache_file = cache_dir / f"{bench}.jsonl"
+        jobs.append(
+            BenchmarkJob(bench, items[: cfg.max_per_benchmark], cache_file, _read_cache(cache_file, settings))
+        )
     return ModelPlan(name, settings, cache_dir, jobs)
 
 
@@ -286,10 +267,9 @@ class EvalProgress:
 
 
 def evaluate_model(
-    name: str,
+    model_name: str,
     model_dir: Path,
-    benchmarks: list[Path],
-    media_root: Path,
+    benchmarks: list[tuple[str, list[RootedRecord]]],
     cfg: EvaluateConfig,
     media: MediaConfig,
     style: PromptStyle,
@@ -301,6 +281,7 @@ def evaluate_model(
     contents) and answer settings. ``progress``: an :class:`EvalProgress` shared by several models, or
     whether to show one for this model alone."""
     from onethinker.data.examples import prompt_example
+    from onethinker.evaluation.masks import prediction_masks
     from onethinker.generation import make_engine
     from onethinker.generation.base import SamplingParams
     from onethinker.modeling import load_model, load_processor
@@ -320,7 +301,7 @@ def evaluate_model(
             job.cache_file.touch()
             if todo:
                 if engine is None:
-                    bar.phase(name, bench.stem, "loading the model")
+                    bar.phase(name, bench, "loading the model")
                     with _quiet_hf_progress():
                         processor = load_processor(model_dir)
                         # vLLM loads the folder itself: no Hugging Face copy of the model is needed then
@@ -334,17 +315,17 @@ def evaluate_model(
                         vllm=cfg.vllm,
                     )
                 sampling = SamplingParams(n=1, greedy=True, max_new_tokens=cfg.max_new_tokens)
-                bar.phase(name, bench.stem, "generating")
+                bar.phase(name, bench, "generating")
                 with open(job.cache_file, "a") as out:
                     for i in range(0, len(todo), cfg.batch_size):
                         chunk = todo[i : i + cfg.batch_size]
-                        examples = [prompt_example(r, media_root, media, style) for r in chunk]
-                        for r, c in zip(chunk, engine.generate(examples, sampling), strict=True):
-                            cached[str(r.get("problem_id"))] = c[0].text
+                        examples = [prompt_example(x.record, x.root, media, style) for x in chunk]
+                        for x, c in zip(chunk, engine.generate(examples, sampling), strict=True):
+                            cached[x.record.local_id] = c[0].text
                             out.write(
                                 json.dumps(
                                     {
-                                        "problem_id": str(r.get("problem_id")),
+                                        "problem_id": x.record.local_id,
                                         "response": c[0].text,
                                         "settings": plan.settings,
                                     }
@@ -353,16 +334,21 @@ def evaluate_model(
                             )
                         out.flush()
                         bar.advance(len(chunk))
-            bar.phase(name, bench.stem, "scoring")
-            responses = [cached[str(r.get("problem_id"))] for r in records]
-            summary, rows = score_benchmark(records, responses, _mask_fn(media_root, decoder))
+            bar.phase(name, bench, "scoring")
+            responses = [cached[x.record.local_id] for x in records]
+            roots = {id(x.record): x.root for x in records}
+
+            def masks(record, answer, roots=roots):  # noqa: ANN001, ANN202
+                return prediction_masks(record, answer, roots[id(record)], decoder)
+
+            summary, rows = score_benchmark([x.record for x in records], responses, masks)
             bar.advance(len(records))
-            summaries[bench.stem] = summary
-            all_rows.extend({"model": name, "benchmark": bench.stem, **row} for row in rows)
+            summaries[bench] = summary
+            all_rows.extend({"model": name, "benchmark": bench, **row} for row in rows)
             detail_log.info(
                 "%s %s: %d samples (%d generated, %d from the cache), accuracy %.3f, format %.2f, %.1fs",
                 name,
-                bench.stem,
+                bench,
                 len(records),
                 len(todo),
                 len(records) - len(todo),
@@ -423,13 +409,11 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
 
 def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
     from onethinker import tracking
-    from onethinker.data.prepare import read_manifest
     from onethinker.evaluation.masks import make_decoder
 
     cfg: EvaluateConfig = p.evaluate
     check_engine(cfg.engine, "evaluate.engine")
-    manifest = read_manifest(p.data)
-    benchmarks, media_root = _benchmarks(cfg, manifest)
+    benchmarks = _benchmarks(cfg, p)
     decoder = make_decoder(cfg.mask_decoder, cfg.sam2_config, cfg.sam2_checkpoint)
     reports = Path(cfg.reports_dir)
     reports.mkdir(parents=True, exist_ok=True)
@@ -460,7 +444,6 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
                     name,
                     model_dirs[name],
                     benchmarks,
-                    media_root,
                     cfg,
                     p.media,
                     p.prompt.style,
@@ -535,12 +518,11 @@ def evaluate_logged_model(model_uri: str, p: Params, progress: bool = True) -> d
     import mlflow
     import yaml
 
-    from onethinker.data.prepare import read_manifest
     from onethinker.evaluation.masks import make_decoder
     from onethinker.registry.pyfunc import MODEL_ARTIFACT
 
     cfg: EvaluateConfig = p.evaluate
-    benchmarks, media_root = _benchmarks(cfg, read_manifest(p.data))
+    benchmarks = _benchmarks(cfg, p)
     decoder = make_decoder(cfg.mask_decoder, cfg.sam2_config, cfg.sam2_checkpoint)
     with tempfile.TemporaryDirectory(prefix="onethinker-rescore-") as tmp:
         local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
@@ -548,7 +530,7 @@ def evaluate_logged_model(model_uri: str, p: Params, progress: bool = True) -> d
         model_dir = local / flavor["artifacts"][MODEL_ARTIFACT]["path"]
         t0 = time.perf_counter()
         summary, _ = evaluate_model(
-            "registered", model_dir, benchmarks, media_root, cfg, p.media, p.prompt.style, decoder, progress
+            "registered", model_dir, benchmarks, cfg, p.media, p.prompt.style, decoder, progress
         )
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return {

@@ -23,24 +23,27 @@ from pathlib import Path
 from typing import Any
 
 from onethinker.config import MediaConfig
+from onethinker.contract.manifest import ManifestFile, RootedRecord
+from onethinker.contract.prompts import PromptStyle
 from onethinker.data.examples import prompt_example
-from onethinker.data.formats import read_records
-from onethinker.data.prompts import PromptStyle
 from onethinker.generation.base import RolloutEngine, SamplingParams
 from onethinker.generation.hf import HFRolloutEngine
 
+EvalSets = Sequence[tuple[ManifestFile, Sequence[RootedRecord]]]
 
-def heldout_records(eval_files: Sequence[str | Path], per_task: int) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    for path in sorted(str(p) for p in eval_files):
-        out.extend(read_records(path)[:per_task])
+
+def heldout_records(eval_sets: EvalSets, per_task: int) -> list[RootedRecord]:
+    """The first ``per_task`` records of every evaluation file, files in path order."""
+    out: list[RootedRecord] = []
+    for _, records in sorted(eval_sets, key=lambda item: item[0].path):
+        out.extend(records[:per_task])
     return out
 
 
 def summarise(
     slugs: Sequence[str], scores: Sequence[dict[str, float]], responses: Sequence[str] | None = None
 ) -> dict[str, Any]:
-    from onethinker.rewards.parsing import extract_answer, normalize
+    from onethinker.contract.answers import extract_answer, normalize
 
     per: dict[str, list[dict[str, float]]] = defaultdict(list)
     answers: dict[str, set[str | None]] = defaultdict(set)
@@ -67,8 +70,7 @@ def summarise(
 
 def heldout_check(
     engine: RolloutEngine,
-    records: Sequence[dict[str, Any]],
-    media_root: str | Path,
+    records: Sequence[RootedRecord],
     media: MediaConfig,
     style: PromptStyle,
     max_new_tokens: int,
@@ -76,18 +78,9 @@ def heldout_check(
     """Generate greedily on ``records`` and score them. Returns (summary, per-sample predictions)."""
     from onethinker.rewards import compute_score
 
-    examples = [prompt_example(r, media_root, media, style) for r in records]
+    examples = [prompt_example(x.record, x.root, media, style) for x in records]
     completions = engine.generate(examples, SamplingParams(n=1, greedy=True, max_new_tokens=max_new_tokens))
-    items = [
-        {
-            "response": c[0].text,
-            "ground_truth": ex.ground_truth,
-            "problem_type": ex.problem_type,
-            "data_type": ex.data_type,
-            "problem_id": ex.problem_id,
-        }
-        for ex, c in zip(examples, completions, strict=True)
-    ]
+    items = [ex.reward_item(c[0].text) for ex, c in zip(examples, completions, strict=True)]
     scores = compute_score(items)
     predictions = [
         {**item, "accuracy": s["accuracy"], "format": s["format"], "overall": s["overall"]}
@@ -100,9 +93,8 @@ def heldout_check(
 def run_heldout(
     model: Any,
     processor: Any,
-    eval_files: Sequence[str | Path],
+    eval_sets: EvalSets,
     per_task: int,
-    media_root: str | Path,
     media: MediaConfig,
     style: PromptStyle,
     max_new_tokens: int,
@@ -116,7 +108,7 @@ def run_heldout(
     """
     engine = engine or HFRolloutEngine(model, processor, batch_size=batch_size)
     held, predictions = heldout_check(
-        engine, heldout_records(eval_files, per_task), media_root, media, style, max_new_tokens
+        engine, heldout_records(eval_sets, per_task), media, style, max_new_tokens
     )
     path = Path(predictions_path)
     path.parent.mkdir(parents=True, exist_ok=True)

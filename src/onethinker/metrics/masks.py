@@ -37,13 +37,9 @@ def to_rle(mask: Mask) -> dict:
         if mask.ndim != 2:
             raise ValueError(f"a mask must be 2-D, got shape {mask.shape}")
         return mu.encode(np.asfortranarray(mask.astype(np.uint8)))
-    h, w = (int(v) for v in mask["size"])  # type: ignore[union-attr]
-    counts = mask["counts"]
-    if isinstance(counts, list):
-        return mu.frPyObjects({"size": [h, w], "counts": counts}, h, w)
-    if isinstance(counts, str):
-        counts = counts.encode("ascii")
-    return {"size": [h, w], "counts": counts}
+    from onethinker.contract.records import coco_rle
+
+    return coco_rle(mask)  # type: ignore[arg-type]
 
 
 def decode(mask: Mask) -> np.ndarray:

@@ -10,7 +10,8 @@ Input (a pandas DataFrame, a list of dicts or one dict), one question per row:
 - ``image``: a path, or a ``data:image/...;base64,`` URI (self-contained requests, used by the input example);
 - ``video``: a path (decoded with PyAV at the logged fps / frame budget);
 - ``problem_type``: one of the OneThinker problem types (default ``open-ended``); selects the answer
-  instruction appended to the question. No image and no video makes a text-only question.
+  instruction appended to the question (the contract's prompt rule). No image and no video makes a text-only
+  question.
 
 Output: a DataFrame with one row per input row:
 
@@ -20,7 +21,12 @@ Output: a DataFrame with one row per input row:
 - ``formatted``: ``<think>{think}</think><answer>{answer}</answer>``, always well-formed, so callers get the
   documented shape even from an untrained model whose raw text lacks the tags;
 - ``well_formed``: whether ``response`` itself has the ``<think>…</think><answer>…</answer>`` format (the
-  rewards' format check, whitespace around tags tolerated).
+  rewards' format check, whitespace around tags tolerated);
+- ``answer_ok``: whether ``answer`` has the shape the task's answer schema asks for (an option letter, a
+  number, JSON with the task's keys: ``onethinker.contract.schema``).
+
+``think`` and ``answer`` are read as the reward reads a response (``onethinker.contract.answers``: the
+whitespace around ``<``, ``>`` and ``/`` is removed first).
 
 ``params={"max_new_tokens": n}`` overrides the logged generation budget per call.
 The logged model carries ``onethinker`` itself as ``code_paths``, so it loads wherever its pip
@@ -33,7 +39,6 @@ import base64
 import importlib.metadata
 import io
 import math
-import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -44,7 +49,7 @@ import pandas as pd
 MODEL_ARTIFACT = "hf_model"
 """Name of the artifact holding the Hugging Face folder."""
 INPUT_COLUMNS = ("question", "image", "video", "problem_type")
-OUTPUT_COLUMNS = ("response", "think", "answer", "formatted", "well_formed")
+OUTPUT_COLUMNS = ("response", "think", "answer", "formatted", "well_formed", "answer_ok")
 DEFAULT_PROBLEM_TYPE = "open-ended"
 
 # distributions the model needs at inference (onethinker itself travels as code_paths)
@@ -61,30 +66,28 @@ REQUIREMENTS = (
     "pyyaml",
 )
 
-_THINK = re.compile(r"<\s*think\s*>(.*?)<\s*/\s*think\s*>", re.DOTALL)
-_ANSWER = re.compile(r"<\s*answer\s*>(.*?)<\s*/\s*answer\s*>", re.DOTALL)
-_FORMAT = re.compile(
-    r"\A\s*<\s*think\s*>.*?<\s*/\s*think\s*>\s*<\s*answer\s*>.*?<\s*/\s*answer\s*>\s*\Z", re.DOTALL
-)
-
-
 # --------------------------------------------------------------------------------------------------
 # Pure helpers
 
 
-def parse_response(text: str) -> dict[str, Any]:
-    """Split a generated reply into the output columns (see the module docstring)."""
-    think = _THINK.search(text)
-    answer = _ANSWER.search(text)
-    t = think.group(1).strip() if think else ""
-    a = answer.group(1).strip() if answer else ""
-    return {
+def parse_response(text: str, problem_type: str | None = None, data_type: str = "image") -> dict[str, Any]:
+    """Split a generated reply into the output columns (see the module docstring). ``answer_ok`` is checked
+    against ``problem_type``'s answer schema (absent without a problem type)."""
+    from onethinker.contract.answers import format_response, split_response
+
+    parts = split_response(text)
+    row: dict[str, Any] = {
         "response": text,
-        "think": t,
-        "answer": a,
-        "formatted": f"<think>{t}</think><answer>{a}</answer>",
-        "well_formed": _FORMAT.match(text) is not None,
+        "think": parts.think,
+        "answer": parts.answer,
+        "formatted": format_response(parts.think, parts.answer),
+        "well_formed": parts.well_formed,
     }
+    if problem_type is not None:
+        from onethinker.contract.schema import schema_for, shape_problem
+
+        row["answer_ok"] = shape_problem(schema_for(problem_type, data_type), parts.answer) is None
+    return row
 
 
 def _present(value: Any) -> bool:
@@ -169,7 +172,8 @@ def model_signature(max_new_tokens: int) -> Any:
         ]
     )
     outputs = Schema(
-        [ColSpec("string", c) for c in OUTPUT_COLUMNS[:-1]] + [ColSpec("boolean", "well_formed")]
+        [ColSpec("string", c) for c in OUTPUT_COLUMNS[:-2]]
+        + [ColSpec("boolean", "well_formed"), ColSpec("boolean", "answer_ok")]
     )
     params = ParamSchema([ParamSpec("max_new_tokens", "long", max_new_tokens)])
     return ModelSignature(inputs=inputs, outputs=outputs, params=params)
@@ -226,10 +230,10 @@ class OneThinkerPyfunc(mlflow.pyfunc.PythonModel):
         }
 
     def _example(self, i: int, row: Mapping[str, Any]) -> Any:
+        from onethinker.contract.prompts import build_messages, render_prompt
+        from onethinker.contract.tasks import canonical_problem_type
         from onethinker.data.examples import Example
         from onethinker.data.media import decode_video
-        from onethinker.data.prompts import build_messages, build_prompt
-        from onethinker.tasks import canonical_problem_type
 
         m = self.media
         images, videos = [], []
@@ -250,13 +254,10 @@ class OneThinkerPyfunc(mlflow.pyfunc.PythonModel):
         else:
             data_type = "text"
         problem_type = canonical_problem_type(row["problem_type"])
-        prompt = build_prompt(
-            str(row["question"]), problem_type, "video" if data_type == "video" else "image", style=self.style
+        prompt = render_prompt(
+            str(row["question"]), problem_type, "video" if data_type == "video" else "image", self.style
         )
-        if data_type == "text":
-            messages = [{"role": "user", "content": [{"type": "text", "text": prompt}]}]
-        else:
-            messages = build_messages(prompt, data_type)
+        messages = build_messages(prompt, [] if data_type == "text" else [data_type])
         return Example(
             messages, images, videos, problem_type, data_type, str(i), problem=str(row["question"])
         )
@@ -270,4 +271,8 @@ class OneThinkerPyfunc(mlflow.pyfunc.PythonModel):
         max_new = int((params or {}).get("max_new_tokens") or self.max_new_tokens)
         examples = [self._example(i, row) for i, row in enumerate(rows)]
         completions = self.engine.generate(examples, SamplingParams(greedy=True, max_new_tokens=max_new))
-        return pd.DataFrame([parse_response(c[0].text) for c in completions], columns=list(OUTPUT_COLUMNS))
+        rows = [
+            parse_response(c[0].text, ex.problem_type, ex.data_type if ex.data_type != "text" else "image")
+            for ex, c in zip(examples, completions, strict=True)
+        ]
+        return pd.DataFrame(rows, columns=list(OUTPUT_COLUMNS))

@@ -24,6 +24,7 @@ from functools import lru_cache
 
 import numpy as np
 
+from onethinker.contract import schema as S
 from onethinker.metrics.geometry import box_iou, tiou
 from onethinker.metrics.text import edit_distance, mean_relative_accuracy, rouge_f_prepared, rouge_prepare
 from onethinker.rewards import definitions as D
@@ -171,8 +172,8 @@ def math_(batch: TaskBatch) -> BatchScores:
 
 
 def _numbers(batch: TaskBatch) -> tuple[list[float | None], list[float | None], list[list[str]]]:
-    preds = [P.to_number(a) for a in batch.answers]
-    gts = [P.to_number(g) for g in batch.ground_truths]
+    preds = [S.to_number(a) for a in batch.answers]
+    gts = [S.to_number(g) for g in batch.ground_truths]
     reasons = _no_reasons(len(batch))
     for r, p, g in zip(reasons, preds, gts, strict=True):
         if p is None:
@@ -253,7 +254,7 @@ class _Memo:
         try:
             return self._memo[text]
         except KeyError:
-            out = self._memo[text] = self._view(P.parse_json(text))
+            out = self._memo[text] = self._view(S.parse_json(text))
             return out
 
 
@@ -263,16 +264,19 @@ def _pairwise(fn: Callable[[np.ndarray, np.ndarray], np.ndarray], preds: list, g
     return fn(np.asarray(preds, dtype=np.float64), np.asarray(gts, dtype=np.float64))
 
 
-def _single_field(field: str, width: int, iou: Callable[[np.ndarray, np.ndarray], np.ndarray]):  # noqa: ANN202
-    """Temporal grounding (``time``, 2, tIoU) and spatial grounding (``boxes``, 4, box IoU)."""
+def _single_field(
+    read: Callable[..., tuple[float, ...] | None], iou: Callable[[np.ndarray, np.ndarray], np.ndarray]
+):  # noqa: ANN202
+    """Temporal grounding (the span, tIoU) and spatial grounding (the box, box IoU); ``read`` is the schema's
+    reader of the field."""
 
     def answer_view(obj: object) -> tuple:  # (why not an object, values)
         why = P.object_reason(obj)
-        return why, (None if why else P.numbers(obj.get(field), width))  # type: ignore[union-attr]
+        return why, (None if why else read(obj))
 
     def gt_view(obj: object) -> tuple:  # (is an object, finite values)
         ok = isinstance(obj, dict)
-        return ok, (P.finite_numbers(obj.get(field), width) if ok else None)  # type: ignore[union-attr]
+        return ok, (read(obj, finite=True) if ok else None)
 
     def run(batch: TaskBatch) -> BatchScores:
         answers, gts = _Memo(answer_view), _Memo(gt_view)
@@ -307,8 +311,8 @@ def _single_field(field: str, width: int, iou: Callable[[np.ndarray, np.ndarray]
     return run
 
 
-temporal_grounding = _single_field("time", 2, tiou)
-spatial_grounding = _single_field("boxes", 4, box_iou)
+temporal_grounding = _single_field(S.read_span, tiou)
+spatial_grounding = _single_field(S.read_box, box_iou)
 
 
 def _frames_answer_view(obj: object) -> tuple:
@@ -316,19 +320,17 @@ def _frames_answer_view(obj: object) -> tuple:
     why = P.object_reason(obj)
     if why:
         return why, False, None, None, False
-    t, boxes = obj.get("time"), obj.get("boxes")  # type: ignore[union-attr]
-    frames = {k: P.numbers(v, 4) for k, v in boxes.items()} if isinstance(boxes, dict) else None
+    t = obj.get(S.TIME)  # type: ignore[union-attr]
+    frames = S.read_frames(obj)  # type: ignore[arg-type]
     all_ok = frames is not None and all(v is not None for v in frames.values())
-    return None, isinstance(t, list) and len(t) == 2, P.numbers(t, 2), frames, all_ok
+    return None, isinstance(t, list) and len(t) == S.SPAN_LEN, S.read_span(obj), frames, all_ok  # type: ignore[arg-type]
 
 
 def _frames_gt_view(obj: object) -> tuple:
     """(is an object, finite time values, {frame: finite box or None} or None)."""
     if not isinstance(obj, dict):
         return False, None, None
-    boxes = obj.get("boxes")
-    frames = {k: P.finite_numbers(v, 4) for k, v in boxes.items()} if isinstance(boxes, dict) else None
-    return True, P.finite_numbers(obj.get("time"), 2), frames
+    return True, S.read_span(obj, finite=True), S.read_frames(obj, finite=True)
 
 
 def _frames(need_time: bool):  # noqa: ANN202
@@ -440,29 +442,29 @@ def _seg_answer_view(obj: object) -> tuple:
     why = P.object_reason(obj)
     if why:
         return why, None, None, None, None, False
-    t = obj.get("time")  # type: ignore[union-attr]
+    t = obj.get(S.TIME)  # type: ignore[union-attr]
     return (
         None,
-        P.numbers(obj.get("boxes"), 4),
-        P.points3(obj.get("positive_points")),  # type: ignore[union-attr]
-        P.points3(obj.get("negative_points")),
+        S.read_box(obj),  # type: ignore[arg-type]
+        S.read_points(obj, S.POSITIVE),  # type: ignore[arg-type]
+        S.read_points(obj, S.NEGATIVE),  # type: ignore[arg-type]
         t,
-        P.is_real(t),
-    )  # type: ignore[union-attr]
+        S.is_real(t),
+    )
 
 
 def _seg_gt_view(obj: object) -> tuple:
     """(is an object, box, positive points, negative points, time, time finite) -- all finite."""
     if not isinstance(obj, dict):
         return False, None, None, None, None, False
-    t = obj.get("time")
+    t = obj.get(S.TIME)
     return (
         True,
-        P.finite_numbers(obj.get("boxes"), 4),
-        P.points3(obj.get("positive_points"), finite=True),
-        P.points3(obj.get("negative_points"), finite=True),
+        S.read_box(obj, finite=True),
+        S.read_points(obj, S.POSITIVE, finite=True),
+        S.read_points(obj, S.NEGATIVE, finite=True),
         t,
-        P.finite_real(t),
+        S.finite_real(t),
     )
 
 

@@ -23,6 +23,7 @@ from types import SimpleNamespace
 
 import numpy as np
 
+from onethinker.contract import schema as S
 from onethinker.metrics.geometry import UNION_EPS
 from onethinker.rewards import parsing as P
 
@@ -175,12 +176,13 @@ def structure_time_boxes(obj: object, gt_obj: object, need_time: bool) -> float:
     """Spatial-temporal grounding (need_time) and tracking structure: 0.25 + 0.25 * key overlap."""
     part = 0.0
     if isinstance(obj, dict):
-        boxes = obj.get("boxes")
-        time_ok = not need_time or (isinstance(obj.get("time"), list) and len(obj["time"]) == 2)
-        if time_ok and isinstance(boxes, dict) and all(P.numbers(v, 4) is not None for v in boxes.values()):
+        frames = S.read_frames(obj)
+        t = obj.get(S.TIME)
+        time_ok = not need_time or (isinstance(t, list) and len(t) == S.SPAN_LEN)
+        if time_ok and frames is not None and all(v is not None for v in frames.values()):
             part = 0.25
         if isinstance(gt_obj, dict):
-            pb, gb = obj.get("boxes", {}), gt_obj.get("boxes", {})
+            pb, gb = obj.get(S.BOXES, {}), gt_obj.get(S.BOXES, {})
             if isinstance(pb, dict) and isinstance(gb, dict) and len(gb) > 0:
                 part += 0.25 * max(0.0, min(1.0, len(pb.keys() & gb.keys()) / float(len(gb))))
     return part
@@ -190,10 +192,10 @@ def structure_segmentation(obj: object, data_type: str) -> float:
     if data_type not in ("image", "video") or not isinstance(obj, dict):
         return 0.0
     ok = (
-        P.numbers(obj.get("boxes"), 4) is not None
-        and P.points3(obj.get("positive_points")) is not None
-        and P.points3(obj.get("negative_points")) is not None
-        and (data_type == "image" or P.is_real(obj.get("time")))
+        S.read_box(obj) is not None
+        and S.read_points(obj, S.POSITIVE) is not None
+        and S.read_points(obj, S.NEGATIVE) is not None
+        and (data_type == "image" or S.is_real(obj.get(S.TIME)))
     )
     return 0.5 if ok else 0.0
 
@@ -201,7 +203,7 @@ def structure_segmentation(obj: object, data_type: str) -> float:
 def boxes_reasons(pb: object, gb: dict) -> list[str]:
     """wrong_shape if a predicted box is not 4 numbers; missing_frames if a ground-truth frame is absent."""
     out = []
-    if any(P.numbers(v, 4) is None for v in pb.values()):  # type: ignore[union-attr]
+    if any(S.numbers(v, S.BOX_LEN) is None for v in pb.values()):  # type: ignore[union-attr]
         out.append(P.WRONG_SHAPE)
     if any(k not in pb for k in gb):  # type: ignore[operator]
         out.append(P.MISSING_FRAMES)
@@ -218,7 +220,7 @@ def acc_multiple_choice(answer: str, gt: str, data_type: str) -> AccuracyResult:
 
 
 def acc_numerical(answer: str, gt: str, data_type: str) -> AccuracyResult:
-    g, p = P.to_number(gt), P.to_number(answer)
+    g, p = S.to_number(gt), S.to_number(answer)
     reasons = [r for r, v in ((P.NOT_A_NUMBER, p), (P.BAD_GROUND_TRUTH, g)) if v is None]
     if g is None or p is None:
         return 0.0, tuple(reasons)
@@ -226,7 +228,7 @@ def acc_numerical(answer: str, gt: str, data_type: str) -> AccuracyResult:
 
 
 def acc_regression(answer: str, gt: str, data_type: str) -> AccuracyResult:
-    g, p = P.to_number(gt), P.to_number(answer)
+    g, p = S.to_number(gt), S.to_number(answer)
     reasons = [r for r, v in ((P.NOT_A_NUMBER, p), (P.BAD_GROUND_TRUTH, g)) if v is None]
     if g is None or p is None:
         return 0.0, tuple(reasons)
@@ -246,7 +248,7 @@ def acc_math(answer: str, gt: str, data_type: str) -> AccuracyResult:
 
 
 def _objects(answer: str, gt: str) -> tuple[object, object, list[str]]:
-    obj, gt_obj = P.parse_json(answer), P.parse_json(gt)
+    obj, gt_obj = S.parse_json(answer), S.parse_json(gt)
     reasons = []
     why = P.object_reason(obj)
     if why:
@@ -257,11 +259,12 @@ def _objects(answer: str, gt: str) -> tuple[object, object, list[str]]:
 
 
 def _numbers_pair(
-    obj: object, gt_obj: object, key: str, n: int, reasons: list[str]
+    obj: object, gt_obj: object, read: Callable[..., tuple[float, ...] | None], reasons: list[str]
 ) -> tuple[tuple[float, ...] | None, tuple[float, ...] | None]:
-    """``n`` numbers under ``key`` in the answer and (finite) in the ground truth; a missing side adds its reason."""
-    p = P.numbers(obj.get(key), n)  # type: ignore[union-attr]
-    g = P.finite_numbers(gt_obj.get(key), n)  # type: ignore[union-attr]
+    """A field (``read``: a schema reader) of the answer and, finite, of the ground truth; a missing side adds
+    its reason."""
+    p = read(obj)
+    g = read(gt_obj, finite=True)
     if p is None:
         reasons.append(P.WRONG_SHAPE)
     if g is None:
@@ -273,7 +276,7 @@ def acc_temporal_grounding(answer: str, gt: str, data_type: str) -> AccuracyResu
     obj, gt_obj, reasons = _objects(answer, gt)
     if reasons:
         return 0.0, tuple(reasons)
-    p, g = _numbers_pair(obj, gt_obj, "time", 2, reasons)
+    p, g = _numbers_pair(obj, gt_obj, S.read_span, reasons)
     return (_tiou(p, g) if p and g else 0.0), tuple(reasons)
 
 
@@ -281,7 +284,7 @@ def acc_spatial_grounding(answer: str, gt: str, data_type: str) -> AccuracyResul
     obj, gt_obj, reasons = _objects(answer, gt)
     if reasons:
         return 0.0, tuple(reasons)
-    p, g = _numbers_pair(obj, gt_obj, "boxes", 4, reasons)
+    p, g = _numbers_pair(obj, gt_obj, S.read_box, reasons)
     return (_box_iou(p, g) if p and g else 0.0), tuple(reasons)
 
 
@@ -290,9 +293,9 @@ def acc_spatial_temporal_grounding(answer: str, gt: str, data_type: str) -> Accu
     obj, gt_obj, reasons = _objects(answer, gt)
     if reasons:
         return 0.0, tuple(reasons)
-    p, g = _numbers_pair(obj, gt_obj, "time", 2, reasons)
+    p, g = _numbers_pair(obj, gt_obj, S.read_span, reasons)
     t = _tiou(p, g) if p and g else 0.0
-    pb, gb = obj.get("boxes"), gt_obj.get("boxes")  # type: ignore[union-attr]
+    pb, gb = obj.get(S.BOXES), gt_obj.get(S.BOXES)  # type: ignore[union-attr]
     if not isinstance(gb, dict):
         reasons.append(P.BAD_GROUND_TRUTH)
     if not isinstance(pb, dict):
@@ -303,7 +306,7 @@ def acc_spatial_temporal_grounding(answer: str, gt: str, data_type: str) -> Accu
         vals = []
         for k in pb:
             if k in gb:
-                pk, gk = P.numbers(pb[k], 4), P.finite_numbers(gb[k], 4)
+                pk, gk = S.numbers(pb[k], S.BOX_LEN), S.finite_numbers(gb[k], S.BOX_LEN)
                 if gk is None:
                     reasons.append(P.BAD_GROUND_TRUTH)
                 vals.append(_box_iou(pk, gk) if pk and gk else 0.0)
@@ -314,18 +317,18 @@ def acc_spatial_temporal_grounding(answer: str, gt: str, data_type: str) -> Accu
 def acc_tracking(answer: str, gt: str, data_type: str) -> AccuracyResult:
     """Mean box IoU over the ground-truth frames; a missing predicted frame counts 0."""
     obj, gt_obj, reasons = _objects(answer, gt)
-    gb = gt_obj.get("boxes") if isinstance(gt_obj, dict) else None
+    gb = gt_obj.get(S.BOXES) if isinstance(gt_obj, dict) else None
     if isinstance(gt_obj, dict) and not (isinstance(gb, dict) and gb):
         reasons.append(P.BAD_GROUND_TRUTH)
     if reasons:
         return 0.0, tuple(reasons)
-    pb = obj.get("boxes")  # type: ignore[union-attr]
+    pb = obj.get(S.BOXES)  # type: ignore[union-attr]
     if not isinstance(pb, dict):
         return 0.0, (P.WRONG_SHAPE,)
     reasons += boxes_reasons(pb, gb)  # type: ignore[arg-type]
     total = 0.0
     for k, gbox in gb.items():  # type: ignore[union-attr]
-        pk, gk = P.numbers(pb.get(k), 4), P.finite_numbers(gbox, 4)
+        pk, gk = S.numbers(pb.get(k), S.BOX_LEN), S.finite_numbers(gbox, S.BOX_LEN)
         if gk is None:
             reasons.append(P.BAD_GROUND_TRUTH)
         total += _box_iou(pk, gk) if pk and gk else 0.0
@@ -339,14 +342,14 @@ def acc_segmentation(answer: str, gt: str, data_type: str) -> AccuracyResult:
     obj, gt_obj, reasons = _objects(answer, gt)
     if reasons:
         return 0.0, tuple(reasons)
-    pbox, gbox = P.numbers(obj.get("boxes"), 4), P.finite_numbers(gt_obj.get("boxes"), 4)  # type: ignore[union-attr]
-    pp, gp = P.points3(obj.get("positive_points")), P.points3(gt_obj.get("positive_points"), finite=True)  # type: ignore[union-attr]
-    pn, gn = P.points3(obj.get("negative_points")), P.points3(gt_obj.get("negative_points"), finite=True)  # type: ignore[union-attr]
-    tp, tg = obj.get("time"), gt_obj.get("time")  # type: ignore[union-attr]
+    pbox, gbox = S.read_box(obj), S.read_box(gt_obj, finite=True)  # type: ignore[arg-type]
+    pp, gp = S.read_points(obj, S.POSITIVE), S.read_points(gt_obj, S.POSITIVE, finite=True)  # type: ignore[arg-type]
+    pn, gn = S.read_points(obj, S.NEGATIVE), S.read_points(gt_obj, S.NEGATIVE, finite=True)  # type: ignore[arg-type]
+    tp, tg = obj.get(S.TIME), gt_obj.get(S.TIME)  # type: ignore[union-attr]
     video = data_type == "video"
-    if pbox is None or pp is None or pn is None or (video and not P.is_real(tp)):
+    if pbox is None or pp is None or pn is None or (video and not S.is_real(tp)):
         reasons.append(P.WRONG_SHAPE)
-    if gbox is None or gp is None or gn is None or (video and not P.finite_real(tg)):
+    if gbox is None or gp is None or gn is None or (video and not S.finite_real(tg)):
         reasons.append(P.BAD_GROUND_TRUTH)
     iou = _box_iou(pbox, gbox) if pbox and gbox else 0.0
     if pp is None or gp is None or pn is None or gn is None:
@@ -355,7 +358,7 @@ def acc_segmentation(answer: str, gt: str, data_type: str) -> AccuracyResult:
         pos, neg = point_similarity(pp, gp), point_similarity(pn, gn)
         if not video:
             return 0.5 * iou + 0.25 * pos + 0.25 * neg, tuple(reasons)
-        if not (P.is_real(tp) and P.finite_real(tg)):
+        if not (S.is_real(tp) and S.finite_real(tg)):
             return 0.0, tuple(reasons)
         time_sim = math.exp(-abs(float(tp) - float(tg)) / TIME_TAU)
     except OverflowError:
@@ -374,25 +377,25 @@ def structure_default(answer: str, gt: str, data_type: str) -> float:
 
 
 def structure_temporal_grounding(answer: str, gt: str, data_type: str) -> float:
-    obj = P.parse_json(answer)
-    return 0.5 if isinstance(obj, dict) and P.numbers(obj.get("time"), 2) is not None else 0.0
+    obj = S.parse_json(answer)
+    return 0.5 if isinstance(obj, dict) and S.read_span(obj) is not None else 0.0
 
 
 def structure_spatial_grounding(answer: str, gt: str, data_type: str) -> float:
-    obj = P.parse_json(answer)
-    return 0.5 if isinstance(obj, dict) and P.numbers(obj.get("boxes"), 4) is not None else 0.0
+    obj = S.parse_json(answer)
+    return 0.5 if isinstance(obj, dict) and S.read_box(obj) is not None else 0.0
 
 
 def structure_spatial_temporal_grounding(answer: str, gt: str, data_type: str) -> float:
-    return structure_time_boxes(P.parse_json(answer), P.parse_json(gt), need_time=True)
+    return structure_time_boxes(S.parse_json(answer), S.parse_json(gt), need_time=True)
 
 
 def structure_tracking(answer: str, gt: str, data_type: str) -> float:
-    return structure_time_boxes(P.parse_json(answer), P.parse_json(gt), need_time=False)
+    return structure_time_boxes(S.parse_json(answer), S.parse_json(gt), need_time=False)
 
 
 def structure_segmentation_text(answer: str, gt: str, data_type: str) -> float:
-    return structure_segmentation(P.parse_json(answer), data_type)
+    return structure_segmentation(S.parse_json(answer), data_type)
 
 
 #: problem_type (lower case) -> (accuracy, structure), for the built-in tasks.

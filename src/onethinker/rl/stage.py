@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any
 
 from onethinker.config import Params, to_dict
+from onethinker.contract.tasks import TASK_SLUGS
 from onethinker.generation.base import check_engine
 from onethinker.metrics_files import heldout_headline, write_with_headline
-from onethinker.tasks import TASK_SLUGS
 
 
 def reward_format_weight() -> float:
@@ -68,16 +68,15 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
     from tqdm import tqdm
 
     from onethinker import tracking
-    from onethinker.data.prepare import read_manifest
+    from onethinker.contract import PreparedData
     from onethinker.generation.heldout import mlflow_metrics, run_heldout
-    from onethinker.rl.trainer import GRPOTrainer, load_rl_records
+    from onethinker.rl.trainer import GRPOTrainer
     from onethinker.training.model_utils import save_hf_folder
 
     cfg = p.grpo
     check_engine(cfg.engine, "grpo.engine")
-    manifest = read_manifest(p.data)
-    media_root = Path(manifest["media_root"])
-    trainer = GRPOTrainer(cfg, load_rl_records(manifest["train_files"]), media_root, p.media, p.prompt.style)
+    data = PreparedData.load(p.data.root, p)
+    trainer = GRPOTrainer(cfg, data.rooted("rl"), p.media, p.prompt.style)
     is_main = trainer.rank == 0
     run_ctx = (
         tracking.stage_run("grpo", {"grpo": to_dict(cfg), "media": to_dict(p.media)})
@@ -151,9 +150,8 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
             summary["heldout"] = run_heldout(
                 trainer.model,
                 trainer.processor,
-                manifest["eval_files"],
+                data.eval_sets(),
                 cfg.heldout_per_task,
-                media_root,
                 p.media,
                 p.prompt.style,
                 cfg.heldout_max_new_tokens,

@@ -37,16 +37,16 @@ import numpy as np
 import torch
 
 from onethinker.config import MediaConfig
+from onethinker.contract.manifest import RootedRecord
+from onethinker.contract.prompts import PromptStyle
+from onethinker.contract.tasks import TASK_SLUGS, task_key
 from onethinker.data.examples import Example, prompt_example
-from onethinker.data.formats import read_records
-from onethinker.data.prompts import PromptStyle
 from onethinker.generation import make_engine
 from onethinker.generation.base import Completion, RolloutEngine, SamplingParams
 from onethinker.generation.hf import HFRolloutEngine, encode_prompt, tokenizer_of
 from onethinker.rl.advantages import EMAState, compute_advantages
 from onethinker.rl.config import GRPOConfig
 from onethinker.rl.loss import PolicyLoss
-from onethinker.tasks import TASK_SLUGS, task_key
 from onethinker.training import checkpoint as ckpt
 from onethinker.training.engine import OptimConfig, build_engine
 from onethinker.training.model_utils import (
@@ -170,8 +170,7 @@ class GRPOTrainer:
     def __init__(
         self,
         cfg: GRPOConfig,
-        records: list[dict[str, Any]],
-        media_root: Path,
+        records: list[RootedRecord],
         media: MediaConfig,
         style: PromptStyle,
         rollout: RolloutEngine | None = None,
@@ -180,13 +179,9 @@ class GRPOTrainer:
         from onethinker.modeling import load_model, load_processor
 
         seed_everything(cfg.seed)
-        self.cfg, self.records, self.media_root, self.media, self.style = (
-            cfg,
-            records,
-            media_root,
-            media,
-            style,
-        )
+        if not records:
+            raise ValueError("no RL records to train on (the manifest lists no rl file, or it is empty)")
+        self.cfg, self.records, self.media, self.style = cfg, records, media, style
         self.dev = device()
         bf16 = use_bf16(cfg.bf16)
         self.processor = load_processor(cfg.sft_model_dir)
@@ -262,7 +257,8 @@ class GRPOTrainer:
 
     def _prompt(self, i: int) -> tuple[Example, dict[str, torch.Tensor]]:
         if i not in self._prompt_cache:
-            ex = prompt_example(self.records[i], self.media_root, self.media, self.style)
+            item = self.records[i]
+            ex = prompt_example(item.record, item.root, self.media, self.style)
             enc = encode_prompt(self.processor, ex)
             if len(self._prompt_cache) < 20000:
                 self._prompt_cache[i] = (ex, enc)
@@ -319,16 +315,7 @@ class GRPOTrainer:
             completions = self.rollout.generate([p[0] for p in prompts], sampling)
         t1 = time.perf_counter()
         items = [
-            {
-                "response": c.text,
-                "ground_truth": ex.ground_truth,
-                "problem_type": ex.problem_type,
-                "data_type": ex.data_type,
-                "problem_id": ex.problem_id,
-                "problem": ex.problem,
-            }
-            for (ex, _), group in zip(prompts, completions, strict=True)
-            for c in group
+            ex.reward_item(c.text) for (ex, _), group in zip(prompts, completions, strict=True) for c in group
         ]
         scores = compute_score(items)
         t2 = time.perf_counter()
@@ -506,7 +493,7 @@ class GRPOTrainer:
 
     @staticmethod
     def _advantage_metrics(stats: dict[str, dict[str, float]]) -> dict[str, float]:
-        from onethinker.tasks import task_slug
+        from onethinker.contract.tasks import task_slug
 
         m = {}
         for key, st in stats.items():
@@ -543,13 +530,6 @@ class GRPOTrainer:
                 }
             )
         return rows
-
-
-def load_rl_records(train_files: list[str | Path]) -> list[dict[str, Any]]:
-    for f in train_files:
-        if Path(f).name == "rl.json":
-            return read_records(f)
-    raise FileNotFoundError(f"no rl.json among {[str(f) for f in train_files]}")
 
 
 def task_slugs() -> tuple[str, ...]:

@@ -13,32 +13,39 @@ from onethinker.config import Params, to_dict
 from onethinker.metrics_files import heldout_headline, write_with_headline
 
 
-def _dataset_input(records_files: list[str], data_root: str) -> None:
+def _dataset_input(records: list, files: list[Path], data_root: str) -> None:
     """Log the SFT data as an MLflow dataset whose digest is DVC's hash of the data folder."""
     import mlflow
     import pandas as pd
 
     from onethinker import tracking
-    from onethinker.data.formats import read_records
 
-    rows = []
-    for f in records_files:
-        if Path(f).name.startswith("sft"):
-            for r in read_records(f):
-                rows.append(
-                    {
-                        "problem_id": str(r.get("problem_id", "")),
-                        "problem_type": r.get("problem_type", ""),
-                        "data_type": r.get("data_type", ""),
-                        "file": Path(f).name,
-                    }
-                )
-    digest = tracking.dvc_out_hash(data_root) or tracking.file_digest(*[Path(f) for f in records_files])
+    rows = [
+        {
+            "uid": x.record.uid,
+            "problem_type": x.record.problem_type,
+            "data_type": x.record.data_type,
+            "task_source": x.record.task_source,
+            "file": Path(x.record.where.file).name,
+        }
+        for x in records
+    ]
+    digest = tracking.dvc_out_hash(data_root) or tracking.file_digest(*files)
     ds = mlflow.data.from_pandas(
         pd.DataFrame(rows), source=str(Path(data_root).resolve()), name="onethinker-sft", digest=digest[:36]
     )
     mlflow.log_input(ds, context="training")
     mlflow.set_tag("dvc_data_hash", digest)
+
+
+def records_per_task(records: list) -> dict[str, int]:
+    """SFT records per task slug, every one of the twelve listed (0 where there are none)."""
+    from collections import Counter
+
+    from onethinker.contract.tasks import TASK_SLUGS
+
+    counts = Counter(x.record.slug for x in records)
+    return {slug: counts.get(slug, 0) for slug in TASK_SLUGS}
 
 
 def _folder_mb(path: Path) -> float:
@@ -47,13 +54,13 @@ def _folder_mb(path: Path) -> float:
 
 def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, Any]:
     from onethinker import tracking
-    from onethinker.data.prepare import read_manifest
+    from onethinker.contract import PreparedData
     from onethinker.generation.heldout import mlflow_metrics, run_heldout
     from onethinker.sft.trainer import export, train_sft
 
     cfg = p.sft
-    manifest = read_manifest(p.data)
-    media_root = Path(manifest["media_root"])
+    data = PreparedData.load(p.data.root, p)
+    records = data.rooted("sft")
     is_main = int(os.environ.get("RANK", "0")) == 0
     run_ctx = (
         tracking.stage_run(
@@ -64,12 +71,12 @@ def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, A
     )
     with run_ctx as run:
         if run is not None:
-            _dataset_input(manifest["train_files"], p.data.root)
+            _dataset_input(records, [data.path(f) for f in data.manifest.train_files], p.data.root)
         model, processor, result = train_sft(
             cfg,
-            manifest["train_files"],
-            media_root,
+            records,
             p.media,
+            p.prompt.style,
             logger=tracking.log_metrics if run is not None else None,
             stop_after_steps=stop_after_steps,
         )
@@ -83,6 +90,7 @@ def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, A
             "resumed_from_step": result.resumed_from,
             "parameters": result.parameters,
             "peak_rss_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "records_per_task": records_per_task(records),
         }
         if stop_after_steps is not None and result.steps < (cfg.max_steps or result.steps + 1):
             return summary  # interrupted on purpose (tests): no export
@@ -93,9 +101,8 @@ def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, A
             summary["heldout"] = run_heldout(
                 model,
                 processor,
-                manifest["eval_files"],
+                data.eval_sets(),
                 cfg.heldout_per_task,
-                media_root,
                 p.media,
                 p.prompt.style,
                 cfg.heldout_max_new_tokens,

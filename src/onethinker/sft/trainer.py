@@ -1,7 +1,9 @@
 """SFT cold start: next-token loss on the assistant's chain of thought and answer, nothing else.
 
 What it implements (OneThinker's SFT, run through our own loop rather than LLaMA-Factory):
-- the sharegpt CoT files go through the processor's chat template; labels are -100 everywhere but the
+- the sharegpt CoT records go through the processor's chat template, their user turn rendered by the
+  contract's prompt rule (the same text RL and evaluation show for the same record) and their task derived by
+  the contract's SFT task rule (so the per-task loss covers every task); labels are -100 everywhere but the
   assistant reply (and its closing ``<|im_end|>``); the loss is the mean over those tokens in a micro-batch;
 - images and video frames come from the same media code as evaluation (``onethinker.data.examples``);
 - vision tower and projector frozen by default, the language model fully trained; AdamW, cosine schedule
@@ -28,8 +30,9 @@ import numpy as np
 import torch
 
 from onethinker.config import MediaConfig
+from onethinker.contract.manifest import RootedRecord
+from onethinker.contract.prompts import PromptStyle
 from onethinker.data.examples import sft_example
-from onethinker.data.formats import read_records
 from onethinker.sft.config import SFTConfig
 from onethinker.training import checkpoint as ckpt
 from onethinker.training.engine import OptimConfig, build_engine
@@ -67,15 +70,15 @@ class SFTData:
 
     def __init__(
         self,
-        records: list[dict[str, Any]],
-        media_root: Path,
+        records: list[RootedRecord],
         media: MediaConfig,
+        style: PromptStyle,
         processor: Any,
         cutoff_len: int,
         seed: int,
         cache: bool,
     ):
-        self.records, self.media_root, self.media = records, media_root, media
+        self.records, self.media, self.style = records, media, style
         self.processor, self.cutoff_len, self.seed, self.cache = processor, cutoff_len, seed, cache
         self._cache: dict[int, dict[str, torch.Tensor] | None] = {}
         self._perms: dict[int, np.ndarray] = {}
@@ -95,7 +98,8 @@ class SFTData:
             return self._cache[i]
         from onethinker.modeling.inputs import encode_chat
 
-        ex = sft_example(self.records[i], self.media_root, self.media)
+        item = self.records[i]
+        ex = sft_example(item.record, item.root, self.media, self.style)  # type: ignore[arg-type]
         enc = encode_chat(self.processor, ex.messages, ex.images, ex.videos, return_assistant_mask=True)
         enc["slug"] = ex.slug  # type: ignore[assignment]
         if enc["input_ids"].shape[-1] > self.cutoff_len:
@@ -113,16 +117,6 @@ class SFTData:
             if enc is not None:
                 out.append(enc)
         return out
-
-
-def load_sft_records(train_files: list[str | Path]) -> list[dict[str, Any]]:
-    records: list[dict[str, Any]] = []
-    for f in train_files:
-        if Path(f).name.startswith("sft"):
-            records.extend(read_records(f))
-    if not records:
-        raise FileNotFoundError(f"no SFT records in {[str(f) for f in train_files]} (files named sft*.json)")
-    return records
 
 
 def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -143,14 +137,15 @@ def per_sample_loss(logits: torch.Tensor, labels: torch.Tensor) -> tuple[torch.T
 
 def train_sft(
     cfg: SFTConfig,
-    train_files: list[str | Path],
-    media_root: Path,
+    records: list[RootedRecord],
     media: MediaConfig,
+    style: PromptStyle = "full",
     logger: Logger | None = None,
     stop_after_steps: int | None = None,
     progress: bool = True,
 ) -> tuple[torch.nn.Module, Any, SFTResult]:
-    """Train and return (model, processor, result). ``stop_after_steps`` simulates an interruption."""
+    """Train on the SFT ``records`` and return (model, processor, result). ``stop_after_steps`` simulates an
+    interruption."""
     from onethinker.modeling import load_model, load_processor
     from onethinker.modeling.inputs import collate, model_inputs
 
@@ -165,8 +160,9 @@ def train_sft(
     model.config.use_cache = False
     model.train()
 
-    records = load_sft_records(train_files)
-    data = SFTData(records, media_root, media, processor, cfg.cutoff_len, cfg.seed, cfg.cache_encoded)
+    if not records:
+        raise ValueError("no SFT records to train on (the manifest lists no sft file, or they are empty)")
+    data = SFTData(records, media, style, processor, cfg.cutoff_len, cfg.seed, cfg.cache_encoded)
     pad_id = processor.tokenizer.pad_token_id
     world = int(torch.distributed.get_world_size()) if torch.distributed.is_initialized() else 1
     per_step = cfg.batch_size * cfg.grad_accum * world
@@ -187,6 +183,7 @@ def train_sft(
         {
             "cfg": cfg.__dict__,
             "n": len(records),
+            "style": style,
             "world": world,
             "media": media.__dict__,
             "model": ckpt.model_fingerprint(cfg.base_model_dir),

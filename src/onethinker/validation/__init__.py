@@ -3,7 +3,8 @@
 Public API:
 
 - ``validate_file(path, kind=None, media_root=None, check_media=True) -> FileReport``
-- ``validate_dataset(data_root, media_root, cfg, train_files=None, eval_files=None) -> DatasetReport``
+- ``validate_dataset(train_files, eval_files, cfg) -> DatasetReport`` (``FileSpec(path, root, kind)`` each)
+- ``validate_prepared(prepared_data, cfg) -> DatasetReport`` (the files of a prepared data folder)
 - ``write_reports(report, out_dir) -> {"summary": Path, "html": Path}``
 
 A report's ``ok`` is False when any rule failed; ``failures`` lists them, each naming the file, the
@@ -13,7 +14,7 @@ imported only when a validation runs.
 
 from __future__ import annotations
 
-from .core import validate_dataset, validate_file
+from .core import FileSpec, validate_dataset, validate_file, validate_prepared
 from .report import DatasetReport, ExpectationOutcome, Failure, FileReport, write_reports
 from .rules import RULES, RuleSpec
 
@@ -22,9 +23,11 @@ __all__ = [
     "DatasetReport",
     "ExpectationOutcome",
     "Failure",
+    "FileSpec",
     "FileReport",
     "RuleSpec",
     "validate_dataset",
     "validate_file",
+    "validate_prepared",
     "write_reports",
 ]

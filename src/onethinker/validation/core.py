@@ -1,37 +1,46 @@
 """Validate OneThinker files: per-file expectation suites plus the cross-file checks.
 
-``validate_file`` checks one RL, SFT or evaluation file; ``validate_dataset`` checks the training and
-evaluation files of a prepared data folder together:
+``validate_file`` checks one RL, SFT or evaluation file; ``validate_dataset`` checks training and
+evaluation files together, each with its named media root (``validate_prepared``: the files of a prepared
+data folder, from its manifest):
 
 1. each file is read (a malformed file is a ``file_json`` / ``file_readable`` failure naming the
-   position), turned into a table (``table.build_rows``) and run through its GE suite
-   (``gx_suite.build_expectations``);
-2. RL files go first, so SFT records without the ground-truth extras are checked against the RL answer
-   of the same ``problem_id``;
-3. evaluation files are checked against everything training holds: problem ids, media paths and media
-   content hashes (``train_eval_disjoint_*``).
+   position), turned into a table (``table.build_rows``, through the data contract) and run through its GE
+   suite (``gx_suite.build_expectations``);
+2. RL files go first, so SFT records get their task and ground truth by the contract's SFT task rule
+   (joining the RL record with the same media and question);
+3. evaluation files are checked against everything training holds, by content: no evaluation record may
+   have a training record's media (content hash, or resolved path without ``check_media``) and question.
+   Ids are unique within a file only (the release numbers each file on its own), so they are not compared
+   across files.
 
 GE's unexpected indices are record indices; each is explained by the rule's own message function, so a
-failure reads ``file: record i (problem_id=...): field '...': rule ...: message``.
+failure reads ``file: record i (problem_id=...): field '...': rule ...: message``. Each file's report also
+counts the fields the pipeline does not read (kept, never dropped) and, for SFT files, how tasks were derived.
 """
 
 from __future__ import annotations
 
+import json
 import time
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from onethinker.config import ValidateConfig
-from onethinker.tasks import PROBLEM_TYPES, allowed_data_types
+from onethinker.contract.io import RecordFileError, read_raw
+from onethinker.contract.manifest import PreparedData
+from onethinker.contract.media import MediaRoot
+from onethinker.contract.records import ANSWER_FIELD as ANSWER_FIELD_OF
+from onethinker.contract.records import FIELD_TYPES, KINDS, TaskIndex, Where, infer_kind, parse_record
+from onethinker.contract.tasks import PROBLEM_TYPES, RELEASE_DATA_TYPES, allowed_data_types
 
 from .media_probe import probe_media
 from .report import DatasetReport, ExpectationOutcome, Failure, FileReport
 from .rules import ROW_CHECKS, load_json_cell, run_check, short
-from .table import ANSWER_FIELD as ANSWER_FIELD_OF
-from .table import FIELD_TYPES, KINDS, Context, GroundTruth, LoadError, build_rows, infer_kind, load_records
+from .table import Context, build_rows
 
 if TYPE_CHECKING:
     from .gx_suite import SuiteRunner
@@ -39,33 +48,34 @@ if TYPE_CHECKING:
 FileKind = Literal["rl", "sft", "eval"]
 
 
+@dataclass(frozen=True)
+class FileSpec:
+    """A file to validate: its path, its media root and its kind (None: inferred from its records)."""
+
+    path: Path
+    root: MediaRoot
+    kind: str | None = None
+
+
 @dataclass
 class TrainingIndex:
-    """Where training's problem ids, media paths and media hashes occur (for the disjointness rules)."""
+    """Training's records by content (for the disjointness rule) and its RL records (for the SFT task rule)."""
 
-    problem_ids: dict[str, str] = field(default_factory=dict)  # id -> "file record i"
-    media_paths: dict[str, str] = field(default_factory=dict)  # relative path -> "file record i"
-    media_hashes: dict[str, tuple[str, str]] = field(default_factory=dict)  # sha256 -> (where, path)
-    ground_truth: dict[str, GroundTruth] = field(default_factory=dict)  # RL answers by problem id
+    content_keys: dict[str, str] = field(default_factory=dict)  # content key -> "file record i"
+    tasks: TaskIndex = field(default_factory=TaskIndex)
 
-    def add_rows(self, display: str, kind: str, rows: Iterable[Mapping[str, Any]]) -> None:
+    def add_rows(self, display: str, rows: Iterable[Mapping[str, Any]]) -> None:
         for row in rows:
-            where = f"{display} record {row['record_index']}"
-            pid = row.get("problem_id")
-            if pid is not None:
-                self.problem_ids.setdefault(pid, where)
-                if kind == "rl" and row.get("answer") is not None:
-                    self.ground_truth.setdefault(
-                        pid,
-                        GroundTruth(
-                            row["answer"], row.get("problem_type_canon"), row.get("data_type_norm"), where
-                        ),
-                    )
-            paths = load_json_cell(row.get("media")) or []
-            for p in paths:
-                self.media_paths.setdefault(p, where)
-            for p, h in zip(paths, load_json_cell(row.get("media_sha256")) or [], strict=False):
-                self.media_hashes.setdefault(h, (where, p))
+            key = row.get("content_key")
+            if key is not None:
+                self.content_keys.setdefault(key, f"{display} record {row['record_index']}")
+
+    def add_rl_records(self, display: str, records: Sequence[Any]) -> None:
+        for i, rec in enumerate(records):
+            try:
+                self.tasks.add(parse_record(rec, "rl", Where(display, i)))
+            except ValueError:
+                continue  # a bad RL record is reported by its own file's suite
 
 
 # --------------------------------------------------------------------------------------------------
@@ -85,8 +95,6 @@ def _explain(
         return run_check(rule, row) or "the check failed on this record"
     value = record.get(field_name)
     if rule == "required_field":
-        if field_name == "options":
-            return "multiple choice needs a list of 'options'"
         return "required field is missing" if field_name not in record else "required field is null"
     if rule == "field_type":
         types = " or ".join(FIELD_TYPES[kind][field_name])
@@ -94,9 +102,10 @@ def _explain(
     if rule == "problem_type_known":
         return f"unknown problem_type {short(record.get('problem_type'))} (known: {', '.join(PROBLEM_TYPES)})"
     if rule == "data_type_known":
+        allowed = RELEASE_DATA_TYPES if kind == "eval" else ("image", "video")
         return (
             f"unknown data_type {short(record.get('data_type', row.get('data_type_norm')))} "
-            "(expected 'image' or 'video')"
+            f"(expected {' or '.join(map(repr, allowed))})"
         )
     if rule == "task_pair":
         pt, dt = row.get("problem_type_canon"), row.get("data_type_norm")
@@ -110,27 +119,10 @@ def _explain(
         return f"the assistant turn does not start with <think>...</think>: {short(row.get('assistant'), 60)}"
     if rule == "sft_answer_tag":
         return f"the assistant turn does not end with <answer>...</answer>: {short(row.get('assistant'), 60)}"
-    if rule == "train_eval_disjoint_id" and train is not None:
-        pid = row.get("problem_id")
-        return f"problem_id {pid!r} is also in training ({train.problem_ids.get(pid, '?')})"
-    if rule == "train_eval_disjoint_media" and train is not None:
-        hits = [p for p in load_json_cell(row.get("media")) or [] if p in train.media_paths]
-        return "; ".join(f"{p} is also used in training ({train.media_paths[p]})" for p in hits) or rule
-    if rule == "train_eval_disjoint_content" and train is not None:
-        pairs = zip(
-            load_json_cell(row.get("media")) or [],
-            load_json_cell(row.get("media_sha256")) or [],
-            strict=False,
-        )
-        hits = [(p, h) for p, h in pairs if h in train.media_hashes]
-        return (
-            "; ".join(
-                f"{p} has the same content (sha256 {h[:12]}) as training's {train.media_hashes[h][1]} "
-                f"({train.media_hashes[h][0]})"
-                for p, h in hits
-            )
-            or rule
-        )
+    if rule == "train_eval_disjoint" and train is not None:
+        where = train.content_keys.get(row.get("content_key"), "?")
+        paths = ", ".join(load_json_cell(row.get("media")) or [])
+        return f"the same media ({paths}) and question as training's {where}"
     return f"rule {rule} failed"
 
 
@@ -168,9 +160,9 @@ def _file_failure(display: str, rule: str, message: str, kind: str | None, n: in
 
 def _check_file(
     display: str,
-    records: list[Any] | LoadError,
+    records: list[Any] | RecordFileError,
     kind: str | None,
-    media_root: Path,
+    root: MediaRoot,
     check_media: bool,
     runner: SuiteRunner,
     train: TrainingIndex | None,
@@ -182,16 +174,17 @@ def _check_file(
     from .gx_suite import CrossFileSets, build_expectations
 
     t0 = time.perf_counter()
-    if isinstance(records, LoadError):
-        return _file_failure(display, records.rule, str(records), kind, 0, t0), []
+    if isinstance(records, RecordFileError):
+        return _file_failure(display, records.rule, records.reason, kind, 0, t0), []
     kind = kind or infer_kind(records)
     if not records:
         return _file_failure(display, "file_empty", "the file holds no records", kind, 0, t0), []
 
     ctx = Context(
-        media_root=media_root,
+        root=root,
         probe=probe_media if check_media else None,
-        ground_truth=train.ground_truth if (train is not None and kind == "sft") else {},
+        index=train.tasks if (train is not None and kind == "sft") else None,
+        display=display,
     )
     rows, not_objects = build_rows(records, kind, ctx)
     failures = [
@@ -202,11 +195,7 @@ def _check_file(
         ExpectationOutcome("record_object", "", "python", "", not not_objects, len(records), len(not_objects))
     ]
     if rows:
-        sets = None
-        if cross and train is not None:
-            sets = CrossFileSets(
-                frozenset(train.problem_ids), frozenset(train.media_paths), frozenset(train.media_hashes)
-            )
+        sets = CrossFileSets(frozenset(train.content_keys)) if cross and train is not None else None
         df = pd.DataFrame(rows, index=[r["record_index"] for r in rows])
         results = runner.run(df, build_expectations(kind, check_media, sets), name=Path(display).stem)
         by_index = {r["record_index"]: r for r in rows}
@@ -254,13 +243,21 @@ def _check_file(
                 )
     failures.sort(key=lambda f: (f.index if f.index is not None else -1, f.rule, f.field or ""))
     report = FileReport(display, kind, len(records), outcomes, failures, time.perf_counter() - t0)
+    extra: Counter = Counter()
+    for r in rows:
+        extra.update(json.loads(r["extra_fields"]))
+    report.extra_fields = dict(sorted(extra.items()))
+    if kind == "sft":
+        report.task_sources = dict(
+            sorted(Counter(r["task_source"] for r in rows if r["task_source"]).items())
+        )
     return report, rows
 
 
-def _load(path: Path) -> list[Any] | LoadError:
+def _load(path: Path) -> list[Any] | RecordFileError:
     try:
-        return load_records(path)
-    except LoadError as exc:
+        return read_raw(path)
+    except RecordFileError as exc:
         return exc
 
 
@@ -273,73 +270,64 @@ def validate_file(
     """Validate one OneThinker-format file.
 
     ``kind`` is inferred from the records' fields when None (``messages`` -> sft; ``solution``/``path`` ->
-    eval; else rl). Media paths are resolved under ``media_root`` (default: the file's folder).
-    ``check_media=False`` skips decoding and hashing (existence is still checked).
+    eval; else rl). Media paths are resolved under ``media_root`` (default: the file's folder) by the
+    release's rule for the kind. ``check_media=False`` skips decoding and hashing (existence is still checked).
+    An SFT file checked alone gets its tasks from its own fields, the instruction text or the answers' shape.
     """
     from .gx_suite import SuiteRunner
 
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)} or None, got {kind!r}")
     path = Path(path)
-    root = Path(media_root) if media_root is not None else path.parent
+    root = MediaRoot("media", Path(media_root) if media_root is not None else path.parent)
     report, _ = _check_file(str(path), _load(path), kind, root, check_media, SuiteRunner(), None, cross=False)
     return report
 
 
-def _resolve(data_root: Path, files: Sequence[str | Path] | None, sub: str) -> list[Path]:
-    if files is None:
-        folder = data_root / sub
-        return (
-            sorted(p for p in folder.glob("*.json*") if p.suffix in (".json", ".jsonl"))
-            if folder.is_dir()
-            else []
-        )
-    out = []
-    for f in files:
-        p = Path(f)
-        if not p.is_absolute() and not (data_root / p).exists() and p.exists():
-            out.append(p)  # already relative to the working directory
-        else:
-            out.append(p if p.is_absolute() else data_root / p)
-    return out
-
-
 def validate_dataset(
-    data_root: str | Path,
-    media_root: str | Path,
+    train_files: Sequence[FileSpec],
+    eval_files: Sequence[FileSpec],
     cfg: ValidateConfig | None = None,
-    train_files: Sequence[str | Path] | None = None,
-    eval_files: Sequence[str | Path] | None = None,
 ) -> DatasetReport:
-    """Validate training and evaluation files together.
+    """Validate training and evaluation files together, each file's media under its own root.
 
-    ``train_files`` / ``eval_files``: paths relative to ``data_root`` (or absolute; a relative path that
-    exists as given and not under ``data_root`` is used as is); None finds ``data_root/train/*.json`` and
-    ``data_root/eval/*.json``. Every file gets its suite; SFT answers are checked against the RL file's
-    ground truth when the SFT records lack it; evaluation files must share no problem id, media path or
-    media content with training. ``cfg.check_media=False`` skips decoding and hashing.
+    RL files are checked first, so SFT records get their task and ground truth from the RL record they join;
+    evaluation records must share no media-and-question with a training record. ``cfg.check_media=False``
+    skips decoding and hashing (media are then compared by resolved path).
     """
     from .gx_suite import SuiteRunner
 
     cfg = cfg or ValidateConfig()
     t0 = time.perf_counter()
-    data_root, media_root = Path(data_root), Path(media_root)
     runner = SuiteRunner()
     train = TrainingIndex()
-    loaded_train = [(p, _load(p)) for p in _resolve(data_root, train_files, "train")]
-    kinds = {p: (None if isinstance(recs, LoadError) else infer_kind(recs)) for p, recs in loaded_train}
-    loaded_train.sort(key=lambda item: kinds[item[0]] != "rl")  # RL first: SFT joins on its answers
+    loaded = [(spec, _load(spec.path)) for spec in train_files]
+    kinds = {
+        spec.path: spec.kind or (None if isinstance(recs, RecordFileError) else infer_kind(recs))
+        for spec, recs in loaded
+    }
+    for spec, recs in loaded:  # RL first: SFT records join on them
+        if kinds[spec.path] == "rl" and not isinstance(recs, RecordFileError):
+            train.add_rl_records(str(spec.path), recs)
     reports: dict[Path, FileReport] = {}
-    for path, records in loaded_train:
+    for spec, records in sorted(loaded, key=lambda item: kinds[item[0].path] != "rl"):
         report, rows = _check_file(
-            str(path), records, kinds[path], media_root, cfg.check_media, runner, train, cross=False
+            str(spec.path), records, kinds[spec.path], spec.root, cfg.check_media, runner, train, cross=False
         )
-        train.add_rows(str(path), report.kind or "rl", rows)
-        reports[path] = report
-    files = [reports[p] for p in _resolve(data_root, train_files, "train")]  # in the order given
-    for path in _resolve(data_root, eval_files, "eval"):
+        train.add_rows(str(spec.path), rows)
+        reports[spec.path] = report
+    files = [reports[spec.path] for spec in train_files]  # in the order given
+    for spec in eval_files:
         report, _ = _check_file(
-            str(path), _load(path), None, media_root, cfg.check_media, runner, train, cross=True
+            str(spec.path), _load(spec.path), spec.kind, spec.root, cfg.check_media, runner, train, cross=True
         )
         files.append(report)
     return DatasetReport(files=files, elapsed_s=time.perf_counter() - t0)
+
+
+def validate_prepared(data: PreparedData, cfg: ValidateConfig | None = None) -> DatasetReport:
+    """Validate the files of a prepared data folder, as its manifest lists them (kinds and media roots)."""
+    specs = [FileSpec(data.path(f), data.root_of(f), f.kind) for f in data.manifest.files]
+    train = [s for s in specs if s.kind != "eval"]
+    evals = [s for s in specs if s.kind == "eval"]
+    return validate_dataset(train, evals, cfg)

@@ -10,8 +10,8 @@ set) with three custom ones:
   ``MulticolumnMapExpectation`` family whose ``rule`` names a pure row check in ``rules.ROW_CHECKS``
   (record structure, answer shapes, media files). One expectation per rule, so the report has a
   pass/fail line per rule.
-- ``ExpectColumnJsonListsToNotIntersectSet``: a ``ColumnMapExpectation`` for the cross-file rules on
-  JSON-list columns (an evaluation record's media paths or content hashes against training's).
+- ``ExpectColumnJsonListsToNotIntersectSet``: a ``ColumnMapExpectation`` for rules on JSON-list columns
+  (kept for suites that compare lists of values against a set).
 
 Every expectation carries ``meta = {"rule": id, "field": name}``; ``run_suite`` maps GE's
 ``unexpected_index_list`` (the DataFrame index is the record index) back to rule, field and records.
@@ -46,10 +46,10 @@ from great_expectations.expectations.metrics.map_metric_provider.multicolumn_con
     multicolumn_condition_partial,
 )
 
-from onethinker.tasks import TASK_PAIRS
+from onethinker.contract.records import FIELD_TYPES, REQUIRED
+from onethinker.contract.tasks import RELEASE_DATA_TYPES, TASK_PAIRS
 
 from .rules import ANSWER_RULES, KNOWN_PROBLEM_TYPES, ROW_CHECKS, run_check
-from .table import FIELD_TYPES, REQUIRED
 
 ANSWER_FIELD = "@answer"  # resolved per row to the record's answer field
 MEDIA_FIELD = "@media"  # resolved per row to 'images' / 'videos' / 'path'
@@ -96,7 +96,7 @@ class _RowRuleExpectation(MulticolumnMapExpectation):
 
 
 class ExpectRecordsToSatisfyRule(_RowRuleExpectation):
-    """Each record satisfies a structural rule (media keys, options, masks, SFT turns, SFT answer)."""
+    """Each record satisfies a structural rule (media keys, options, segmentation truth, SFT turns, SFT answer)."""
 
 
 class ExpectAnswersToMatchTaskShape(_RowRuleExpectation):
@@ -133,11 +133,9 @@ class ExpectColumnJsonListsToNotIntersectSet(ColumnMapExpectation):
 
 @dataclass(frozen=True)
 class CrossFileSets:
-    """Training's problem ids, media paths and media content hashes (for an evaluation file's suite)."""
+    """Training's content keys (media + question), for an evaluation file's suite."""
 
-    problem_ids: frozenset[str]
-    media_paths: frozenset[str]
-    media_hashes: frozenset[str]
+    content_keys: frozenset[str]
 
 
 def _meta(rule: str, field: str) -> dict[str, str]:
@@ -157,15 +155,6 @@ def build_expectations(kind: str, check_media: bool, cross: CrossFileSets | None
     fields = FIELD_TYPES[kind]
     for name in REQUIRED[kind]:
         exps.append(ExpectColumnValuesToNotBeNull(column=f"{name}__type", meta=_meta("required_field", name)))
-    if kind != "sft":  # multiple choice needs its options
-        exps.append(
-            ExpectColumnValuesToNotBeNull(
-                column="options__type",
-                row_condition='problem_type_norm=="multiple choice"',
-                condition_parser="pandas",
-                meta=_meta("required_field", "options"),
-            )
-        )
     for name, types in fields.items():
         exps.append(
             ExpectColumnValuesToBeInSet(
@@ -181,7 +170,9 @@ def build_expectations(kind: str, check_media: bool, cross: CrossFileSets | None
             meta=_meta("problem_type_known", "problem_type"),
         ),
         ExpectColumnValuesToBeInSet(
-            column="data_type_norm", value_set=["image", "video"], meta=_meta("data_type_known", "data_type")
+            column="data_type_norm",
+            value_set=list(RELEASE_DATA_TYPES if kind == "eval" else ("image", "video")),
+            meta=_meta("data_type_known", "data_type"),
         ),
         ExpectColumnValuesToBeInSet(
             column="task_pair",
@@ -191,15 +182,16 @@ def build_expectations(kind: str, check_media: bool, cross: CrossFileSets | None
         ExpectColumnValuesToBeUnique(column="problem_id", meta=_meta("unique_problem_id", "problem_id")),
         _row_rule(ExpectRecordsToSatisfyRule, "options_format", "options"),
     ]
-    if kind != "eval":
-        exps.append(_row_rule(ExpectRecordsToSatisfyRule, "media_field", MEDIA_FIELD))
-    if kind != "sft":
-        exps.append(_row_rule(ExpectRecordsToSatisfyRule, "masks_format", "masks"))
+    exps.append(_row_rule(ExpectRecordsToSatisfyRule, "media_field", MEDIA_FIELD))
+    if kind == "rl":
+        exps.append(_row_rule(ExpectRecordsToSatisfyRule, "media_tokens", "problem"))
+    if kind == "eval":
+        exps.append(_row_rule(ExpectRecordsToSatisfyRule, "segmentation_truth", "segmentation_output"))
     exps += [_row_rule(ExpectAnswersToMatchTaskShape, rule, ANSWER_FIELD) for rule in ANSWER_RULES]
     if kind == "sft":
         exps += [
             _row_rule(ExpectRecordsToSatisfyRule, "sft_messages", "messages"),
-            _row_rule(ExpectRecordsToSatisfyRule, "sft_media_tokens", "messages"),
+            _row_rule(ExpectRecordsToSatisfyRule, "media_tokens", "messages"),
             ExpectColumnValuesToMatchRegex(
                 column="assistant",
                 regex=r"^\s*<think>[\s\S]*?\S[\s\S]*?</think>",
@@ -219,26 +211,11 @@ def build_expectations(kind: str, check_media: bool, cross: CrossFileSets | None
     if cross is not None:
         exps.append(
             ExpectColumnValuesToNotBeInSet(
-                column="problem_id",
-                value_set=sorted(cross.problem_ids),
-                meta=_meta("train_eval_disjoint_id", "problem_id"),
+                column="content_key",
+                value_set=sorted(cross.content_keys),
+                meta=_meta("train_eval_disjoint", MEDIA_FIELD),
             )
         )
-        exps.append(
-            ExpectColumnJsonListsToNotIntersectSet(
-                column="media",
-                value_set=sorted(cross.media_paths),
-                meta=_meta("train_eval_disjoint_media", MEDIA_FIELD),
-            )
-        )
-        if check_media:
-            exps.append(
-                ExpectColumnJsonListsToNotIntersectSet(
-                    column="media_sha256",
-                    value_set=sorted(cross.media_hashes),
-                    meta=_meta("train_eval_disjoint_content", MEDIA_FIELD),
-                )
-            )
     return exps
 
 

@@ -73,6 +73,10 @@ class FileReport:
     expectations: list[ExpectationOutcome] = field(default_factory=list)
     failures: list[Failure] = field(default_factory=list)
     elapsed_s: float = 0.0
+    extra_fields: dict[str, int] = field(default_factory=dict)
+    """Fields the pipeline does not read -> how many records carry them (kept in the files, never dropped)."""
+    task_sources: dict[str, int] = field(default_factory=dict)
+    """SFT files: how each record's task was derived (field, rl, rl-media, instruction, answer) -> count."""
 
     @property
     def ok(self) -> bool:
@@ -89,6 +93,8 @@ class FileReport:
             "num_records": self.num_records,
             "num_failures": len(self.failures),
             "failures_per_rule": self.counts_per_rule(),
+            "extra_fields": dict(sorted(self.extra_fields.items())),
+            **({"task_sources": dict(sorted(self.task_sources.items()))} if self.kind == "sft" else {}),
             "expectations": [{**asdict(e), "description": e.description} for e in self.expectations],
             "failures": [{**asdict(f), "text": str(f)} for f in self.failures],
         }
@@ -112,6 +118,13 @@ class DatasetReport:
     def counts_per_rule(self) -> dict[str, int]:
         return dict(sorted(Counter(f.rule for f in self.failures).items()))
 
+    def extra_field_totals(self) -> dict[str, int]:
+        """Fields the pipeline does not read, over all files -> how many records carry them."""
+        total: Counter = Counter()
+        for r in self.files:
+            total.update(r.extra_fields)
+        return dict(sorted(total.items()))
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "ok": self.ok,
@@ -120,6 +133,7 @@ class DatasetReport:
             "num_failures": len(self.failures),
             "failures_per_rule": self.counts_per_rule(),
             "failures_per_file": {r.path: len(r.failures) for r in self.files},
+            "extra_fields": self.extra_field_totals(),
             "rules": {
                 rid: {"group": s.group, "description": s.description, "engine": s.engine}
                 for rid, s in RULES.items()
@@ -194,6 +208,12 @@ def render_html(report: DatasetReport) -> str:
             f"<p>kind {_e(r.kind)}, {r.num_records} records, {len(r.failures)} failures, "
             f"{r.elapsed_s:.2f} s.</p>"
         )
+        if r.extra_fields:
+            listed = ", ".join(f"{_e(k)} ({v})" for k, v in sorted(r.extra_fields.items()))
+            out.append(f"<p>Fields kept but not read by the pipeline (records carrying them): {listed}.</p>")
+        if r.task_sources:
+            listed = ", ".join(f"{_e(k)} ({v})" for k, v in sorted(r.task_sources.items()))
+            out.append(f"<p>How the SFT records' tasks were derived: {listed}.</p>")
         out.append(
             "<h3>Expectations</h3><table><tr><th>rule</th><th>field</th><th>what it checks</th>"
             "<th>expectation</th><th>column(s)</th><th>unexpected</th><th>verdict</th></tr>"

@@ -6,8 +6,10 @@ or a human message when it fails. They never raise: a check that crashes reports
 message. The Great Expectations suites (``gx_suite``) call them through custom map expectations; the
 report uses the same functions to explain a failing row, so the message always matches the verdict.
 
-Answer shapes (coordinates on the 0-1000 grid, times in seconds) follow DESIGN.md's task table; the
-answer-shape checks are tolerant of a half-frame rounding at the end of a video.
+Answer shapes (coordinates on the 0-1000 grid, times in seconds) are the contract's per-task schema
+(``onethinker.contract.schema``); the checks here add ranges, order and video bounds, tolerant of a
+half-frame rounding at the end of a video. Structural rules (media fields, SFT turns, placeholders,
+segmentation ground truth) are the contract's verdicts, carried by the row.
 """
 
 from __future__ import annotations
@@ -20,13 +22,19 @@ from dataclasses import dataclass
 from functools import lru_cache
 from typing import Any
 
-from onethinker.tasks import PROBLEM_TYPES, answer_kind, canonical_problem_type, is_known_problem_type
+from onethinker.contract.records import short
+from onethinker.contract.schema import CONTAINERS, GRID_MAX, schema_for
+from onethinker.contract.tasks import (
+    PROBLEM_TYPES,
+    answer_kind,
+    canonical_problem_type,
+    is_known_problem_type,
+    modality,
+)
 
 Row = Mapping[str, Any]
 Check = Callable[[Row], "str | None"]
 
-GRID_MAX = 1000.0
-"""Coordinates are relative to width/height on a 0..GRID_MAX grid (Qwen3-VL convention)."""
 EPS = 1e-6
 
 
@@ -52,10 +60,26 @@ RULES: dict[str, RuleSpec] = _specs(
     ("required_field", "schema", "required fields are present and not null", "gx-builtin"),
     ("field_type", "schema", "fields have the expected JSON type", "gx-builtin"),
     ("problem_type_known", "schema", "problem_type is one of the known task types", "gx-builtin"),
-    ("data_type_known", "schema", "data_type is 'image' or 'video'", "gx-builtin"),
+    (
+        "data_type_known",
+        "schema",
+        "data_type is 'image' or 'video' ('video-image' too in evaluation files)",
+        "gx-builtin",
+    ),
     ("task_pair", "schema", "the (problem_type, data_type) pair exists in the task table", "gx-builtin"),
     ("unique_problem_id", "schema", "problem_id is unique within the file", "gx-builtin"),
-    ("media_field", "record", "image records carry 'images', video records 'videos' (not both)", "gx-custom"),
+    (
+        "media_field",
+        "record",
+        "RL/SFT: 'images' or 'videos' as data_type says; evaluation: 'path' (+ 'additional_path' for video-image)",
+        "gx-custom",
+    ),
+    (
+        "media_tokens",
+        "record",
+        "<image>/<video> placeholders (RL problem, SFT user turn) match the number of media files",
+        "gx-custom",
+    ),
     (
         "options_format",
         "record",
@@ -63,9 +87,10 @@ RULES: dict[str, RuleSpec] = _specs(
         "gx-custom",
     ),
     (
-        "masks_format",
+        "segmentation_truth",
         "record",
-        "segmentation masks are COCO RLE, one per image / native video frame",
+        "segmentation evaluation records carry segmentation_output (COCO RLE; video: frame keys at i / fps "
+        "inside the video), resolution and (video) fps",
         "gx-custom",
     ),
     ("answer_nonempty", "answer", "the answer inside <answer> is not empty", "gx-custom"),
@@ -96,17 +121,14 @@ RULES: dict[str, RuleSpec] = _specs(
     ),
     ("media_type", "media", "media files are of the declared data_type", "gx-custom"),
     ("sft_messages", "sft", "messages are user/assistant turns ending with the assistant", "gx-custom"),
-    ("sft_media_tokens", "sft", "<image>/<video> placeholders match the number of media files", "gx-custom"),
     ("sft_think_tag", "sft", "the assistant turn starts with <think>...</think>", "gx-builtin"),
     ("sft_answer_tag", "sft", "the assistant turn ends with <answer>...</answer>", "gx-builtin"),
     ("sft_answer_matches", "sft", "the assistant's answer equals the ground truth", "gx-custom"),
-    ("train_eval_disjoint_id", "cross-file", "no evaluation problem_id appears in training", "gx-builtin"),
-    ("train_eval_disjoint_media", "cross-file", "no evaluation media path appears in training", "gx-custom"),
     (
-        "train_eval_disjoint_content",
+        "train_eval_disjoint",
         "cross-file",
-        "no evaluation media file has the content of a training one",
-        "gx-custom",
+        "no evaluation record has a training record's media (by content) and question",
+        "gx-builtin",
     ),
 )
 
@@ -128,15 +150,6 @@ def known(value: Any) -> float | None:
     except (TypeError, ValueError):
         return None
     return f if math.isfinite(f) else None
-
-
-def short(value: Any, limit: int = 80) -> str:
-    """A compact JSON-ish rendering of a value for messages."""
-    try:
-        text = json.dumps(value, ensure_ascii=False)
-    except (TypeError, ValueError):
-        text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @lru_cache(maxsize=4096)
@@ -197,14 +210,12 @@ def answer_letter(text: str) -> str | None:
 # Answer shapes
 
 
-_JSON_KEYS: dict[str, dict[str, type]] = {
-    "temporal grounding": {"time": list},
-    "spatial grounding": {"boxes": list},
-    "spatial-temporal grounding": {"time": list, "boxes": dict},
-    "tracking": {"boxes": dict},
-    "segmentation": {"boxes": list, "positive_points": list, "negative_points": list},
+_CONTAINER_NAMES = {
+    "span": "a list [start, end]",
+    "box": "a list",
+    "frames": "an object of second -> box",
+    "points": "a list of [x, y] points",
 }
-_CONTAINER = {list: "a list", dict: "an object of second -> box"}
 
 
 def _boxes_of(problem_type: str, obj: dict) -> list[tuple[str, Any]]:
@@ -335,6 +346,7 @@ def answer_problems(
     if text is None or problem_type is None or not is_known_problem_type(problem_type):
         return {}
     pt = canonical_problem_type(problem_type)
+    data_type = modality(data_type) if data_type else None
     kind = answer_kind(pt)
     stripped = text.strip()
     if not stripped:
@@ -363,14 +375,15 @@ def answer_problems(
         return {"answer_json": f"not valid JSON ({exc.msg} at char {exc.pos}): {short(stripped)}"}
     if not isinstance(obj, dict):
         return {"answer_json": f"expected a JSON object, got {type(obj).__name__}: {short(obj)}"}
-    keys = dict(_JSON_KEYS[pt])
-    if pt == "segmentation" and data_type == "video" and "time" not in obj:
-        return {"answer_schema": "missing key 'time' (the key frame, in seconds)"}
-    for key, container in keys.items():
-        if key not in obj:
-            return {"answer_schema": f"missing key {key!r}"}
-        if not isinstance(obj[key], container):
-            return {"answer_schema": f"{key!r} must be {_CONTAINER[container]}, got {short(obj[key])}"}
+    for fld in schema_for(pt, data_type or "image").fields:
+        if fld.key not in obj:
+            what = " (the key frame, in seconds)" if fld.shape == "seconds" else ""
+            return {"answer_schema": f"missing key {fld.key!r}{what}"}
+        container = CONTAINERS.get(fld.shape)
+        if container is not None and not isinstance(obj[fld.key], container):
+            return {
+                "answer_schema": f"{fld.key!r} must be {_CONTAINER_NAMES[fld.shape]}, got {short(obj[fld.key])}"
+            }
     tol = half_frame(fps)
     problems: dict[str, str] = {}
     problems.update(_box_problems(pt, obj))
@@ -431,25 +444,14 @@ def _answer_check(rule: str) -> Check:
 # Record structure
 
 
-def check_media_field(row: Row) -> str | None:
-    """Image records carry a non-empty 'images' list and no 'videos'; video records the reverse."""
-    if row.get("kind") == "eval":
-        return None  # eval records name one 'path'; its presence and type are schema rules
-    images, videos = load_json_cell(row.get("images_raw")), load_json_cell(row.get("videos_raw"))
-    has_i, has_v = bool(images), bool(videos)
-    for name, value in (("images", images), ("videos", videos)):
-        if value is not None and not (
-            isinstance(value, list) and all(isinstance(p, str) and p for p in value)
-        ):
-            return f"'{name}' must be a list of non-empty path strings, got {short(value)}"
-    dt = row.get("data_type_norm")
-    if dt == "image" and (has_v or not has_i):
-        return "data_type is 'image' but the record " + ("carries 'videos'" if has_v else "has no 'images'")
-    if dt == "video" and (has_i or not has_v):
-        return "data_type is 'video' but the record " + ("carries 'images'" if has_i else "has no 'videos'")
-    if dt is None and has_i == has_v:
-        return "the record must carry exactly one of 'images' and 'videos'"
-    return None
+def _record_problem(rule: str) -> Check:
+    """A structural rule the contract judged when the row was built (``record_problems``)."""
+
+    def check(row: Row) -> str | None:
+        return (load_json_cell(row.get("record_problems")) or {}).get(rule)
+
+    check.__name__ = f"check_{rule}"
+    return check
 
 
 def check_options_format(row: Row) -> str | None:
@@ -461,71 +463,19 @@ def check_options_format(row: Row) -> str | None:
     return why
 
 
-def check_masks_format(row: Row) -> str | None:
-    """COCO RLE masks: one for an image; one per native frame (with mask_fps) for a video."""
-    masks = load_json_cell(row.get("masks"))
-    if masks is None:
+def check_segmentation_truth(row: Row) -> str | None:
+    """The contract's verdict on ``segmentation_output`` / ``resolution`` / ``fps``, and for a video the last
+    ground-truth frame (at (n - 1) / fps s, where ``seg_post_sam2.py`` extracts it) inside the video."""
+    problem = row.get("segmentation_problem")
+    if problem:
+        return str(problem)
+    frames, fps = known(row.get("segmentation_frames")), known(row.get("segmentation_fps"))
+    duration, native = known(row.get("duration")), known(row.get("fps"))
+    if frames is None or not fps or duration is None:
         return None
-    if not isinstance(masks, list) or not masks:
-        return f"'masks' must be a non-empty list of COCO RLE objects, got {short(masks)}"
-    for i, m in enumerate(masks):
-        ok = (
-            isinstance(m, dict)
-            and isinstance(m.get("size"), list)
-            and len(m["size"]) == 2
-            and all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in m["size"])
-            and isinstance(m.get("counts"), str | list)
-        )
-        if not ok:
-            return f"mask {i} is not a COCO RLE {{'size': [h, w], 'counts': ...}}: {short(m)}"
-    dt = row.get("data_type_norm")
-    width, height = known(row.get("width")), known(row.get("height"))
-    if width is not None and height is not None:
-        for i, m in enumerate(masks):
-            if m["size"] != [int(height), int(width)]:
-                return f"mask {i} has size {m['size']} but the media is {int(height)}x{int(width)} (h x w)"
-    if dt == "image" and len(masks) != 1:
-        return f"an image record needs exactly 1 mask, got {len(masks)}"
-    if dt == "video":
-        frames = known(row.get("num_frames"))
-        if frames is not None and len(masks) != int(frames):
-            return f"{len(masks)} masks for a video of {int(frames)} native frames"
-        mask_fps = row.get("mask_fps")
-        if known(mask_fps) is None or float(mask_fps) <= 0:
-            return "a video record with masks needs a positive 'mask_fps'"
-    return None
-
-
-_ROLES = ("system", "user", "assistant")
-
-
-def check_sft_messages(row: Row) -> str | None:
-    """A sharegpt conversation: role/content turns, at least one user turn, ending with the assistant."""
-    messages = load_json_cell(row.get("messages_raw"))
-    if messages is None:
-        return None  # missing: required_field
-    if not isinstance(messages, list) or len(messages) < 2:
-        return f"'messages' must be a list of at least 2 turns, got {short(messages)}"
-    for i, m in enumerate(messages):
-        if not (isinstance(m, dict) and m.get("role") in _ROLES and isinstance(m.get("content"), str)):
-            return f"turn {i} must be {{'role': user|assistant|system, 'content': str}}, got {short(m)}"
-    if messages[-1]["role"] != "assistant":
-        return f"the last turn must be the assistant's, got {messages[-1]['role']!r}"
-    if not any(m["role"] == "user" for m in messages):
-        return "no user turn"
-    return None
-
-
-def check_sft_media_tokens(row: Row) -> str | None:
-    """The user turns hold one <image> per image and one <video> per video."""
-    user = row.get("user_text")
-    if user is None:
-        return None
-    for token, name in (("<image>", "images_raw"), ("<video>", "videos_raw")):
-        media = load_json_cell(row.get(name))
-        n = len(media) if isinstance(media, list) else 0
-        if user.count(token) != n:
-            return f"the user turns hold {user.count(token)} {token} placeholder(s) for {n} {name[:-4]}"
+    last = (frames - 1) / fps
+    if last > duration + half_frame(native):
+        return f"{int(frames)} ground-truth frames at {_fmt(fps)} fps end at {_fmt(last)} s, after the video's {_fmt(duration)} s"
     return None
 
 
@@ -568,14 +518,15 @@ def check_sft_answer_matches(row: Row) -> str | None:
 # Registry of custom row checks: rule id -> (columns it reads, check)
 
 ROW_CHECKS: dict[str, tuple[tuple[str, ...], Check]] = {
-    "media_field": (("kind", "data_type_norm", "images_raw", "videos_raw"), check_media_field),
+    **{
+        rule: (("kind", "record_problems"), _record_problem(rule))
+        for rule in ("media_field", "media_tokens", "sft_messages")
+    },
     "options_format": (("problem_type_canon", "options"), check_options_format),
-    "masks_format": (
-        ("data_type_norm", "masks", "mask_fps", "width", "height", "num_frames"),
-        check_masks_format,
+    "segmentation_truth": (
+        ("segmentation_problem", "segmentation_frames", "segmentation_fps", "duration", "fps"),
+        check_segmentation_truth,
     ),
-    "sft_messages": (("kind", "messages_raw"), check_sft_messages),
-    "sft_media_tokens": (("user_text", "images_raw", "videos_raw"), check_sft_media_tokens),
     "sft_answer_matches": (
         ("problem_type_canon", "answer", "ground_truth", "ground_truth_source"),
         check_sft_answer_matches,
