@@ -43,12 +43,12 @@ QUESTIONS = [
 
 
 def build_model(out: Path, hidden: int, layers: int) -> Path:
-    from onethinker.data.prompts import build_prompt
+    from onethinker.contract.prompts import render_prompt
     from onethinker.modeling.builder import build_text_model
     from onethinker.modeling.config import TextConfig
 
     corpus = [
-        build_prompt(q.format(i=i, j=2 * i), "numerical", "image", None, "compact")
+        render_prompt(q.format(i=i, j=2 * i), "numerical", "image", "compact")
         for i, q in enumerate(QUESTIONS)
     ]
     corpus = corpus * 20 + ["<think>two shapes</think><answer>2</answer>"] * 20

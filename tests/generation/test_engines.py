@@ -148,7 +148,7 @@ def test_hf_logprobs_are_the_policys_teacher_forced_logprobs(text_model: Path) -
 
 def test_grpo_trains_a_text_only_causal_lm(text_model: Path, tiny_data: dict, tmp_path: Path) -> None:
     from onethinker.rl.config import GRPOConfig
-    from onethinker.rl.trainer import GRPOTrainer, load_rl_records
+    from onethinker.rl.trainer import GRPOTrainer
 
     cfg = GRPOConfig(
         sft_model_dir=str(text_model),
@@ -164,8 +164,7 @@ def test_grpo_trains_a_text_only_causal_lm(text_model: Path, tiny_data: dict, tm
         online_filter=False,
         log_mlflow=False,
     )
-    records = load_rl_records(tiny_data["train_files"])
-    trainer = GRPOTrainer(cfg, records, tiny_data["media_root"], MediaConfig(), "compact", progress=False)
+    trainer = GRPOTrainer(cfg, tiny_data["rl"], MediaConfig(), "compact", progress=False)
     before = {k: v.detach().clone() for k, v in trainer.model.named_parameters()}
     stats = trainer.step()
     assert any(k.startswith("train/reward/accuracy/") for k in stats.metrics)

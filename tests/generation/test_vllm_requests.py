@@ -19,7 +19,6 @@ import torch
 
 from onethinker.config import MediaConfig
 from onethinker.data.examples import prompt_example
-from onethinker.data.formats import read_records
 from onethinker.generation.vllm_requests import build_request
 from onethinker.modeling import encode_chat, load_processor
 
@@ -31,11 +30,12 @@ def processor(tiny_base):
     return load_processor(tiny_base)
 
 
-def _record(tiny_data: dict, data_type: str, problem_type: str) -> dict[str, Any]:
-    for path in tiny_data["eval_files"]:
-        for r in read_records(path):
-            if r["data_type"] == data_type and r["problem_type"] == problem_type:
-                return r
+def _record(tiny_data: dict, data_type: str, problem_type: str):
+    """The first evaluation record of the pair, with its media root."""
+    for _, items in tiny_data["eval_sets"]:
+        for x in items:
+            if x.record.data_type == data_type and x.record.problem_type == problem_type:
+                return x
     raise LookupError((data_type, problem_type))
 
 
@@ -76,8 +76,8 @@ def _vllm_timestamps(metadata: dict[str, Any], temporal_patch: int) -> list[floa
 def test_request_gives_the_processor_what_training_gives_it(
     tiny_data, processor, data_type, problem_type
 ) -> None:
-    record = _record(tiny_data, data_type, problem_type)
-    example = prompt_example(record, tiny_data["media_root"], MEDIA, "compact")
+    item = _record(tiny_data, data_type, problem_type)
+    example = prompt_example(item.record, item.root, MEDIA, "compact")
     request = build_request(processor, example)
     trained = encode_chat(
         processor, example.messages, example.images, example.videos, add_generation_prompt=True

@@ -26,11 +26,11 @@ from vllm_helpers import QUESTIONS
 def text_model(tmp_path_factory) -> Path:
     """A tiny text-only Qwen3 (2 layers, hidden 128, tied embeddings) with an offline BPE tokenizer;
     weights drawn with std 0.25 so its greedy answers differ from prompt to prompt."""
-    from onethinker.data.prompts import build_prompt
+    from onethinker.contract.prompts import render_prompt
     from onethinker.modeling.builder import build_text_model
     from onethinker.modeling.config import TextConfig
 
-    corpus = [build_prompt(q, "numerical", "image", None, "compact") for q in QUESTIONS] * 20
+    corpus = [render_prompt(q, "numerical", "image", "compact") for q in QUESTIONS] * 20
     corpus += ["<think>two shapes</think><answer>2</answer>", "<think>red</think><answer>A</answer>"] * 20
     return build_text_model(
         TextConfig(), corpus, 512, tmp_path_factory.mktemp("text") / "qwen3", init_std=0.25

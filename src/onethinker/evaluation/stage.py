@@ -20,8 +20,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
 from onethinker.config import MediaConfig, Params, to_dict
 from onethinker.contract.manifest import RootedRecord
 from onethinker.contract.prompts import PromptStyle
@@ -267,7 +265,7 @@ class EvalProgress:
 
 
 def evaluate_model(
-    model_name: str,
+    name: str,
     model_dir: Path,
     benchmarks: list[tuple[str, list[RootedRecord]]],
     cfg: EvaluateConfig,
