@@ -75,26 +75,30 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "onethinker prepare -S prepare.train_per_task=50 -S prepare.eval_per_task=10",
     ),
     "validate": StageDoc(
-        "validate (+ data.root; the media roots prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
+        "validate (+ data.root; the media roots "
+        "prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
         "data/ (the files in data/manifest.json and their media), or the one FILE given",
         "reports/validation/summary.json, reports/validation/index.html; exit 1 on any failure",
         "onethinker validate data/eval/synthetic-ocr-image.json --media-root data/media",
     ),
     "base-model": StageDoc(
-        "base_model (+ prompt.style and the training media root prepare.onethinker.train_media_root: the corpus)",
+        "base_model (+ prompt.style and the training media root "
+        "prepare.onethinker.train_media_root: the corpus)",
         "data/train (the tokenizer's corpus), or base_model.name_or_path",
         "models/base/ (a Hugging Face folder), metrics/base_model.json",
         "onethinker base-model -S base_model.text.num_hidden_layers=4 -S base_model.vocab_size=4096",
     ),
     "sft": StageDoc(
-        "sft (+ media, prompt.style; the media roots prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
+        "sft (+ media, prompt.style; the media roots "
+        "prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
         "data/train/sft_*.json, data/eval (held-out check), models/base/",
         "models/sft/, checkpoints/sft/, metrics/sft.json (per task), metrics/headline/sft.json, "
         "reports/sft/heldout_predictions.jsonl, an MLflow run",
         "onethinker sft -S sft.max_steps=50 -S sft.lr=3e-4",
     ),
     "grpo": StageDoc(
-        "grpo (+ media, prompt.style; the media roots prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
+        "grpo (+ media, prompt.style; the media roots "
+        "prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
         "data/train/rl.json, data/eval (held-out check), models/sft/",
         "models/grpo/, checkpoints/grpo/, metrics/grpo.json (per task), metrics/headline/grpo.json, "
         "reports/grpo/{reward_curves.csv,reward_overall.png,reward_accuracy.png}, an MLflow run",
