@@ -11,10 +11,10 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from reward_helpers import assert_in_range, assert_same
 
+from onethinker.contract.tasks import TASK_SLUGS
 from onethinker.rewards import batched, clear_caches, compute_score, reference, summarize
 from onethinker.rewards import definitions as D
 from onethinker.rewards.synthetic import make_items
-from onethinker.tasks import TASK_SLUGS
 
 
 def test_mixed_batch_matches_reference() -> None:

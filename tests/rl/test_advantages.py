@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from onethinker.config import ConfigError, from_dict
+from onethinker.contract.tasks import task_key
 from onethinker.rl.advantages import (
     AdvantageConfig,
     EMAState,
@@ -19,7 +20,6 @@ from onethinker.rl.advantages import (
     compute_advantages,
     update_ema_state,
 )
-from onethinker.tasks import task_key
 
 MC = task_key("multiple choice", "image")  # "multiple choice"
 NUM = task_key("numerical", "video")  # "numerical"

@@ -17,8 +17,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from pycocotools import mask as mask_utils
 
+from onethinker.contract.tasks import TaskPair
 from onethinker.data import world as W
-from onethinker.tasks import TaskPair
 
 LETTERS = "ABCDEFGH"
 DIRECTIONS = ("left", "right", "up", "down")

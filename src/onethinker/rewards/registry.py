@@ -182,9 +182,9 @@ def finite_or_zero(x: object) -> float:
 
 
 def _register_builtins() -> None:
+    from onethinker.contract.tasks import PROBLEM_TYPES, task_slug
     from onethinker.rewards import batched
     from onethinker.rewards.definitions import DEFINITIONS
-    from onethinker.tasks import PROBLEM_TYPES, task_slug
 
     for problem_type in PROBLEM_TYPES:
         key = problem_type.lower()

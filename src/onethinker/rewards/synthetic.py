@@ -12,7 +12,7 @@ from __future__ import annotations
 import json
 import random
 
-from onethinker.tasks import TASK_PAIRS
+from onethinker.contract.tasks import TASK_PAIRS
 
 _WORDS = [
     "the",
