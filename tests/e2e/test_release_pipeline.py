@@ -9,7 +9,8 @@ finds nothing wrong, every stage writes its outputs. Then the checkout is copied
 ``dvc status`` reports nothing changed, and ``prepare`` run again writes data of the same hash (the prepared
 files and the manifest hold no absolute path).
 
-About 3-5 minutes on 2 CPU cores (most of it model building, SFT, GRPO and evaluation start-up).
+Measured: 12.4 minutes on a shared 2-core machine at load average 9 (CPU-bound: most of it model
+building, SFT, GRPO and evaluation start-up), so a few minutes on an idle one.
 """
 
 from __future__ import annotations
