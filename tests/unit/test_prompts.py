@@ -3,6 +3,8 @@ evaluation."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
 from onethinker.contract.prompts import (
@@ -14,93 +16,23 @@ from onethinker.contract.prompts import (
 )
 from onethinker.contract.tasks import TASK_PAIRS
 
-# ---- Copied verbatim from the release: tulerfeng/OneThinker, EasyR1/verl/utils/dataset.py (the same text is in
-# ---- Evaluation/Eval/eval_bench.py). The expected values of the tests below; do not edit.
-# fmt: off
-QUESTION_TEMPLATE = (
-    "{Question}\n"
-    "Please answer this question based on the visual content."
-    "Provide your thinking process between the <think> and </think> tags, and then give your final answer between the <answer> and </answer> tags."
-    "At the end, you must output the final answer in the format:\n"
-    "<answer><your_answer_here></answer>\n"
+# The release's own definitions, lines 36-117 of tulerfeng/OneThinker EasyR1/verl/utils/dataset.py (commit
+# 768b20f3ede94a2b55f4c276f1f7556f411ed600; Evaluation/Eval/eval_bench.py holds the same text), copied
+# verbatim into the fixture folder: the expected values of the tests below.
+RELEASE_TEMPLATES = (
+    Path(__file__).resolve().parents[1] / "fixtures" / "onethinker_release" / "dataset_py_templates.txt"
 )
 
-TYPE_TEMPLATE = {
-    "multiple choice": (
-        "Please provide only the single option letter (e.g., A, B, C, D, etc.) "
-        "within the <answer>...</answer> tags.\n"
-        "Example:\n<answer>A</answer>"
-    ),
-    "numerical": (
-        "Please provide only the numerical value within the <answer>...</answer> tags.\n"
-        "Example:\n<answer>3.14</answer>"
-    ),
-    "OCR": (
-        "Please provide only the transcribed text within the <answer>...</answer> tags.\n"
-        "Example:\n<answer>Hello World</answer>"
-    ),
-    "open-ended": (
-        "Please provide only your text answer within the <answer>...</answer> tags.\n"
-        "Example:\n<answer>The capital of France is Paris.</answer>"
-    ),
-    "regression": (
-        "Please provide only the numerical value within the <answer>...</answer> tags.\n"
-        "Example:\n<answer>42.7</answer>"
-    ),
-    "math": (
-        "Please provide only the final result (a number or LaTeX formula) within the <answer>...</answer> tags.\n"
-        "Example:\n<answer>$$-\\dfrac{3}{2}$$</answer>"
-    ),
-    "temporal grounding": (
-        "Please provide only the time span in seconds as JSON within the <answer>...</answer> tags.\n"
-        "Example:\n<answer>{\"time\": [12.3, 25.7]}</answer>"
-    ),
-    "spatial grounding": (
-        "Please provide only the bounding box as JSON with key 'boxes' within the <answer>...</answer> tags.\n"
-        "Example:\n<answer>{\"boxes\": [35, 227, 437, 932]}</answer>"
-    ),
-    "spatial-temporal grounding": (
-        "Please provide only the time span in seconds and bounding boxes as JSON within the <answer>...</answer> tags.\n"
-        "You MUST output one bounding box for every integer second within the given time span (inclusive).\n"
-        "Example:\n"
-        "<answer>{\"time\": [8.125, 13.483], \"boxes\": {\"9\": [317, 422, 582, 997], "
-        "\"10\": [332, 175, 442, 369], \"11\": [340, 180, 450, 370]}}</answer>\n"
-        "Note: Each key in 'boxes' must be an integer second within the span, and its value must be a 4-number bounding box [x1, y1, x2, y2]."
-    ),
-    "tracking": (
-        "Please track the target object throughout the video and provide one bounding box per second, "
-        "ONLY up to 32 seconds, within the <answer>...</answer> tags.\n"
-        "Example:\n"
-        "<answer>{\"boxes\": {\"1\": [405, 230, 654, 463], \"2\": [435, 223, 678, 446], ..., "
-        "\"32\": [415, 203, 691, 487]}}</answer>\n"
-        "Note: Each key in 'boxes' must correspond to a second (1, 2, 3, ..., 32) and contain a 4-number bounding box [x1, y1, x2, y2]."
-    ),
-    "segmentation_image": (
-        "This task prepares inputs for image object segmentation with a specialized model (e.g., SAM2).\n"
-        "Please provide ONE bounding box, 3 positive points (clearly INSIDE the object), and 3 negative points "
-        "(clearly OUTSIDE the object) within the <answer>...</answer> tags.\n"
-        "Choose informative points that help distinguish object vs. background. Prefer negatives on clear non-object "
-        "pixels INSIDE the box when safe; otherwise place them just outside on obvious background. "
-        "Negatives must NEVER be on the object or on its boundary.\n"
-        "Example:\n"
-        "<answer>{\"boxes\": [x1, y1, x2, y2], \"positive_points\": [[x,y],[x,y],[x,y]], "
-        "\"negative_points\": [[x,y],[x,y],[x,y]]}</answer>"
-    ),
-    "segmentation_video": (
-        "This task prepares inputs for video object segmentation with a specialized model (e.g., SAM2).\n"
-        "Please select ONE representative time (in seconds), and provide ONE bounding box, "
-        "3 positive points (clearly INSIDE the object), and 3 negative points (clearly OUTSIDE the object) "
-        "within the <answer>...</answer> tags.\n"
-        "Choose informative points that help distinguish object vs. background. Prefer negatives on clear non-object "
-        "pixels INSIDE the box when safe; otherwise place them just outside on obvious background. "
-        "Negatives must NEVER be on the object or on its boundary.\n"
-        "Example:\n"
-        "<answer>{\"time\": <time_in_seconds>, \"boxes\": [x1, y1, x2, y2], "
-        "\"positive_points\": [[x,y],[x,y],[x,y]], \"negative_points\": [[x,y],[x,y],[x,y]]}</answer>"
-    )
-}
-# fmt: on
-# ---- end of the copy
+
+def _release_definitions() -> dict:
+    namespace: dict = {}
+    exec(compile(RELEASE_TEMPLATES.read_text(), str(RELEASE_TEMPLATES), "exec"), namespace)  # noqa: S102
+    return namespace
+
+
+_RELEASE = _release_definitions()
+QUESTION_TEMPLATE: str = _RELEASE["QUESTION_TEMPLATE"]
+TYPE_TEMPLATE: dict[str, str] = _RELEASE["TYPE_TEMPLATE"]
 
 
 def release_prompt(problem: str, pt: str, dt: str, options: list[str] | None) -> str:
