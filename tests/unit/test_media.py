@@ -75,3 +75,102 @@ def test_bad_media_raise_media_error(tmp_path: Path) -> None:
     bad_png.write_bytes(b"\x89PNG garbage")
     with pytest.raises(MediaError, match="cannot decode"):
         load_image(bad_png)
+
+
+# --------------------------------------------------------------------------------------------------
+# Sampling while decoding (issue 17): same frames as decoding everything first, bounded memory
+
+
+def _decode_all_then_sample(path, fps, max_frames, min_pixels=None, max_pixels=None):
+    """The previous decode_video: every frame decoded and kept, then sampled and resized (the reference)."""
+    import av
+
+    info = probe_video(path)
+    with av.open(str(path)) as container:
+        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+    native = info.fps if info.fps > 0 else fps
+    idx = sample_indices(len(decoded), native, fps, max_frames)
+    frames = np.stack([decoded[i] for i in idx])
+    h, w = frames.shape[1:3]
+    nw, nh = fit_pixel_budget(w, h, min_pixels, max_pixels)
+    if (nw, nh) != (w, h):
+        frames = np.stack([np.asarray(Image.fromarray(f).resize((nw, nh), Image.BICUBIC)) for f in frames])
+    return frames, idx.astype(np.float64) / native
+
+
+def _videos(fixtures_dir: Path, clip_path: Path) -> list[Path]:
+    return [clip_path, *sorted((fixtures_dir / "onethinker" / "media" / "videos").rglob("*.mp4"))]
+
+
+@pytest.mark.parametrize(
+    ("fps", "max_frames", "max_pixels"),
+    [(2.0, 128, None), (1.0, 3, None), (3.0, 7, 24 * 32), (1e6, 100000, None), (0.5, 2, 16 * 16)],
+)
+def test_sampling_while_decoding_selects_the_same_frames(
+    fixtures_dir: Path, clip_path: Path, fps: float, max_frames: int, max_pixels: int | None
+) -> None:
+    videos = _videos(fixtures_dir, clip_path)
+    assert len(videos) >= 2
+    for path in videos:
+        clip = decode_video(path, fps=fps, max_frames=max_frames, max_pixels=max_pixels)
+        frames, stamps = _decode_all_then_sample(path, fps, max_frames, max_pixels=max_pixels)
+        assert np.array_equal(clip.frames, frames), path
+        assert np.array_equal(clip.timestamps, stamps), path
+
+
+_PEAK_SCRIPT = """
+import sys
+from onethinker.data.media import decode_video, probe_video
+
+def kib(field):  # this process's own figures (ru_maxrss would carry the parent's peak across fork and exec)
+    for line in open("/proc/self/status"):
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+
+probe_video(sys.argv[1])  # imports and opens everything once
+before = kib("VmRSS")
+clip = decode_video(sys.argv[1], fps=0.5, max_frames=8)
+print(clip.frames.shape[0], (kib("VmHWM") - before) * 1024)
+"""
+
+
+def test_decoding_a_long_clip_keeps_only_the_sampled_frames(tmp_path: Path) -> None:
+    """A 600-frame 320x240 clip (138 MB of RGB frames) sampled to 8 frames: the decoding process's peak memory
+    grows by far less than the clip (measured in a fresh process). Decoding every frame first held them all."""
+    import subprocess
+    import sys
+
+    path = tmp_path / "long.mp4"
+    y, x = np.mgrid[0:240, 0:320]
+    base = np.stack([(x * 255 // 320), (y * 255 // 240), ((x + y) % 256)], axis=-1).astype(np.uint8)
+    write_video(path, np.stack([np.roll(base, 3 * i, axis=1) for i in range(600)]), fps=25)
+    whole_clip = 600 * 240 * 320 * 3
+    out = subprocess.run(
+        [sys.executable, "-c", _PEAK_SCRIPT, str(path)], capture_output=True, text=True, check=True, timeout=300
+    ).stdout.split()
+    frames, growth = int(out[0]), int(out[1])
+    assert frames == 8
+    assert growth < whole_clip / 4, f"peak grew {growth / 2**20:.0f} MiB for a {whole_clip / 2**20:.0f} MiB clip"
+
+
+def test_resolve_under_refuses_escapes(tmp_path: Path) -> None:
+    from onethinker.data.media import resolve_under
+
+    root = tmp_path / "media"
+    (root / "images").mkdir(parents=True)
+    (root / "images" / "a.png").write_bytes(b"x")
+    outside = tmp_path / "secret.png"
+    outside.write_bytes(b"x")
+    (root / "link.png").symlink_to(outside)
+    assert resolve_under(root, "images/a.png") == (root / "images" / "a.png").resolve()
+    assert resolve_under(root, root / "images" / "a.png") == (root / "images" / "a.png").resolve()
+    assert resolve_under(root, "images/../images/a.png") == (root / "images" / "a.png").resolve()
+    for bad in ("../secret.png", "images/../../secret.png", str(outside), "/etc/passwd", "link.png"):
+        with pytest.raises(MediaError, match="outside the media root"):
+            resolve_under(root, bad)
+    # the same words whether or not the file exists: nothing is revealed about the outside
+    with pytest.raises(MediaError) as a:
+        resolve_under(root, "../secret.png")
+    with pytest.raises(MediaError) as b:
+        resolve_under(root, "../nothing.png")
+    assert str(a.value).replace("secret", "X") == str(b.value).replace("nothing", "X")

@@ -143,28 +143,77 @@ def decode_video(
     """Decode a video with PyAV, sampled at ``fps`` with at most ``max_frames`` frames.
 
     Returns frames (T, H, W, 3) uint8 resized into the per-frame pixel budget, and timestamps in seconds.
+    Frames are sampled while decoding: only the selected frames are converted, resized and kept, so memory
+    is bounded by ``max_frames`` resized frames whatever the clip's length. The selection is computed from
+    the frame count the container reports (counted by decoding when it reports none); should the decoded
+    count differ, the clip is decoded once more with the true count, so the frames are always those that
+    :func:`sample_indices` picks from every decoded frame.
     """
+    info = probe_video(path)
+    native_fps = info.fps if info.fps > 0 else fps
+    expected = info.num_frames
+    frames, total = _decode_selected(path, expected, native_fps, fps, max_frames, min_pixels, max_pixels)
+    if total != expected:  # the container's count was wrong: select again from the true count
+        frames, total = _decode_selected(path, total, native_fps, fps, max_frames, min_pixels, max_pixels)
+    if total == 0:
+        raise MediaError(f"video has no frames: {path}")
+    idx = sample_indices(total, native_fps, fps, max_frames)
+    timestamps = idx.astype(np.float64) / native_fps
+    sample_fps = len(idx) / info.duration if info.duration > 0 else fps
+    return VideoClip(frames=np.stack(frames), timestamps=timestamps, sample_fps=float(sample_fps), info=info)
+
+
+def _decode_selected(
+    path: str | Path,
+    num_frames: int,
+    native_fps: float,
+    fps: float,
+    max_frames: int,
+    min_pixels: int | None,
+    max_pixels: int | None,
+) -> tuple[list[np.ndarray], int]:
+    """One decoding pass keeping the frames ``sample_indices(num_frames, ...)`` selects, each resized into the
+    pixel budget as it arrives. Returns (kept frames, number of frames decoded)."""
     import av
 
-    info = probe_video(path)
+    wanted = sample_indices(num_frames, native_fps, fps, max_frames)
+    keep: dict[int, int] = {}  # frame index -> how many times it is selected (1 unless frames repeat)
+    for i in wanted.tolist():
+        keep[i] = keep.get(i, 0) + 1
+    kept: list[np.ndarray] = []
+    total = 0
     try:
         with av.open(str(path)) as container:
             stream = container.streams.video[0]
-            decoded = [frame.to_ndarray(format="rgb24") for frame in container.decode(stream)]
+            for frame in container.decode(stream):
+                copies = keep.get(total, 0)
+                total += 1
+                if not copies:
+                    continue
+                array = frame.to_ndarray(format="rgb24")
+                h, w = array.shape[:2]
+                nw, nh = fit_pixel_budget(w, h, min_pixels, max_pixels)
+                if (nw, nh) != (w, h):
+                    array = np.asarray(Image.fromarray(array).resize((nw, nh), Image.BICUBIC))
+                kept.extend([array] * copies)
     except Exception as exc:
         raise MediaError(f"cannot decode video {path}: {exc}") from exc
-    if not decoded:
-        raise MediaError(f"video has no frames: {path}")
-    native_fps = info.fps if info.fps > 0 else fps
-    idx = sample_indices(len(decoded), native_fps, fps, max_frames)
-    frames = np.stack([decoded[i] for i in idx])
-    h, w = frames.shape[1:3]
-    nw, nh = fit_pixel_budget(w, h, min_pixels, max_pixels)
-    if (nw, nh) != (w, h):
-        frames = np.stack([np.asarray(Image.fromarray(f).resize((nw, nh), Image.BICUBIC)) for f in frames])
-    timestamps = idx.astype(np.float64) / native_fps
-    sample_fps = len(idx) / info.duration if info.duration > 0 else fps
-    return VideoClip(frames=frames, timestamps=timestamps, sample_fps=float(sample_fps), info=info)
+    return kept, total
+
+
+def resolve_under(root: str | Path, rel: str | Path) -> Path:
+    """``rel`` resolved against ``root``, refused unless it stays inside ``root``.
+
+    A relative path is taken from the root; an absolute path is accepted only when it lies under the root.
+    Symbolic links are resolved first, so a link inside the root that points outside is refused too, and so
+    is any ``..`` that climbs out. Raises :class:`MediaError` naming the path and the root (the message is
+    the same whether or not the file exists, so a caller learns nothing about files outside the root).
+    """
+    base = Path(root).resolve()
+    target = (base / Path(rel)).resolve()
+    if target != base and not target.is_relative_to(base):
+        raise MediaError(f"media path {str(rel)!r} is outside the media root {str(base)!r}")
+    return target
 
 
 def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: int) -> None:
