@@ -30,8 +30,10 @@ def make_eval_doc(
     format_rate: float = 0.9,
     model: str = "grpo",
     run_id: str | None = None,
+    model_dir: Path | None = None,
 ) -> dict[str, Any]:
-    """A metrics/eval.json document with one model entry."""
+    """A metrics/eval.json document with one model entry (``model_dir``: the folder it scored, whose
+    fingerprint the entry records, as the evaluate stage writes it)."""
     doc: dict[str, Any] = {
         "models": {
             model: {
@@ -44,12 +46,16 @@ def make_eval_doc(
     }
     if run_id:
         doc["mlflow_run_id"] = run_id
+    if model_dir is not None:
+        from onethinker.training.checkpoint import model_fingerprint
+
+        doc["models"][model]["model_fingerprint"] = model_fingerprint(model_dir)
     return doc
 
 
 @pytest.fixture(scope="session")
 def eval_doc() -> Callable[..., dict[str, Any]]:
-    """``eval_doc(mean_accuracy, {slug: accuracy}, format_rate=0.9, model="grpo", run_id=None)``."""
+    """``eval_doc(mean_accuracy, {slug: accuracy}, format_rate=0.9, model="grpo", run_id=None, model_dir=None)``."""
     return make_eval_doc
 
 
@@ -99,7 +105,7 @@ def logged(mlflow_store, tiny_model_dir, logged_root) -> Any:
     from onethinker.registry import register_model
 
     cfg = RegistryConfig(name="logged", gate=GATE, max_new_tokens=16)
-    doc = make_eval_doc(0.5, {"ocr": 0.5, "math": 0.5}, run_id="eval-run-456")
+    doc = make_eval_doc(0.5, {"ocr": 0.5, "math": 0.5}, run_id="eval-run-456", model_dir=tiny_model_dir)
     return register_model(cfg, tiny_model_dir, doc, root=logged_root)
 
 

@@ -53,10 +53,10 @@ def test_champion_loads_and_answers_an_image_question(logged, tmp_path) -> None:
     image = Image.new("RGB", (64, 64), "white")
     ImageDraw.Draw(image).ellipse((10, 10, 40, 40), fill="blue")
     image.save(tmp_path / "q.png")
-    model = mlflow.pyfunc.load_model(f"models:/logged@{CHAMPION}")
+    model = mlflow.pyfunc.load_model(f"models:/logged@{CHAMPION}", model_config={"media_root": str(tmp_path)})
     rows = [
-        {"question": "What shape is blue?", "image": str(tmp_path / "q.png")},
-        {"question": "How many circles?", "image": str(tmp_path / "q.png"), "problem_type": "numerical"},
+        {"question": "What shape is blue?", "image": str(tmp_path / "q.png")},  # absolute, under the root
+        {"question": "How many circles?", "image": "q.png", "problem_type": "numerical"},  # relative to it
         input_example().iloc[0].to_dict(),  # the image inlined as a data URI
         {"question": "What is two plus two?", "problem_type": "math"},  # text only
     ]
@@ -67,6 +67,16 @@ def test_champion_loads_and_answers_an_image_question(logged, tmp_path) -> None:
         assert isinstance(row["response"], str) and isinstance(row["well_formed"], bool)
         assert row["formatted"] == f"<think>{row['think']}</think><answer>{row['answer']}</answer>"
         assert isinstance(row["answer_ok"], bool)  # the answer checked against its task's schema
+
+    # media are confined to the root: no reading, and no probing, of other files
+    (tmp_path.parent / "secret.png").write_bytes((tmp_path / "q.png").read_bytes())
+    messages = []
+    for path in ("../secret.png", str(tmp_path.parent / "secret.png"), "../missing.png", "/etc/passwd"):
+        for column in ("image", "video"):
+            with pytest.raises(Exception, match="outside the media root") as err:
+                model.predict([{"question": "What is it?", column: path}])
+            messages.append(str(err.value).replace(path, "PATH"))
+    assert len(set(messages)) == 1, messages  # the same words whether or not the file exists
 
 
 def test_first_model_below_floors_is_not_champion(make_cfg, logged, tmp_path) -> None:
@@ -245,4 +255,12 @@ def test_register_model_checks_inputs_before_logging(
         register_model(cfg, tmp_path, eval_doc(0.5, {}), root=tmp_path)
     with pytest.raises(RegistryError, match="run the evaluate stage first"):
         register_model(cfg, tiny_model_dir, root=tmp_path)
+    # the evaluation must have scored this very folder (its fingerprint over the files' contents)
+    with pytest.raises(RegistryError, match="no model_fingerprint"):
+        register_model(cfg, tiny_model_dir, eval_doc(0.5, {}), root=tmp_path)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "config.json").write_text("{}")
+    with pytest.raises(RegistryError, match="scored another model"):
+        register_model(cfg, tiny_model_dir, eval_doc(0.5, {}, model_dir=other), root=tmp_path)
     assert aliases(cfg, root=tmp_path) == {}

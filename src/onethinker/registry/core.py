@@ -29,9 +29,14 @@ import contextlib
 import datetime as dt
 import hashlib
 import json
+import os
+import random
 import shutil
+import socket
 import tempfile
-from collections.abc import Callable, Mapping
+import time
+import uuid
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -256,6 +261,88 @@ def _drop_alias(client: Any, name: str, alias: str) -> None:
         client.delete_registered_model_alias(name, alias)
 
 
+LOCK_SUFFIX = ".lock"
+LOCK_HOLDER_TAG = "lock.holder"
+LOCK_EXPIRES_TAG = "lock.expires"
+
+
+@contextlib.contextmanager
+def registry_lock(
+    client: Any, name: str, wait_s: float = 600.0, lease_s: float = 120.0, poll_s: float = 0.2
+) -> Iterator[str]:
+    """Exclusive access to ``name``'s champion (aliases, champion history, registry file) across processes.
+
+    The lock is a registered model named ``<name>.lock``, created while held and deleted on release: its
+    creation is atomic in every MLflow store (the name is the table's primary key in SQLite and Postgres, and
+    a server answers ``RESOURCE_ALREADY_EXISTS`` to the second creator), so it works on a local store and
+    through a tracking server alike, and needs no shared file system. A lock whose holder died is taken over
+    after its lease (``lock.expires`` tag) has passed; the critical sections it guards take seconds (a
+    champion's re-scoring runs outside it). Yields the holder token.
+    """
+    from mlflow.exceptions import MlflowException
+
+    lock_name = f"{name}{LOCK_SUFFIX}"
+    token = f"{socket.gethostname()}:{os.getpid()}:{uuid.uuid4().hex[:12]}"
+    deadline = time.monotonic() + wait_s
+    rng = random.Random(token)
+    while True:
+        try:
+            client.create_registered_model(
+                lock_name,
+                tags={LOCK_HOLDER_TAG: token, LOCK_EXPIRES_TAG: repr(time.time() + lease_s)},
+                description=f"Lock held while the champion of {name!r} is being decided (deleted on release).",
+            )
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        holder = _break_stale_lock(client, lock_name)
+        if time.monotonic() > deadline:
+            raise RegistryError(
+                f"registered model {name!r} is locked by {holder or 'another process'} (lock {lock_name!r}); "
+                f"gave up after {wait_s:.0f}s"
+            )
+        time.sleep(poll_s * (0.5 + rng.random()))
+    try:
+        yield token
+    finally:
+        with contextlib.suppress(MlflowException):
+            tags = client.get_registered_model(lock_name).tags or {}
+            if tags.get(LOCK_HOLDER_TAG) == token:
+                client.delete_registered_model(lock_name)
+
+
+def _break_stale_lock(client: Any, lock_name: str) -> str | None:
+    """Delete the lock if its lease has expired; return its holder (None when it is gone)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        tags = client.get_registered_model(lock_name).tags or {}
+    except MlflowException:
+        return None  # released meanwhile
+    holder = tags.get(LOCK_HOLDER_TAG)
+    try:
+        expires = float(tags.get(LOCK_EXPIRES_TAG, "inf"))
+    except ValueError:
+        expires = 0.0
+    if time.time() > expires:
+        with contextlib.suppress(MlflowException):
+            if (client.get_registered_model(lock_name).tags or {}).get(LOCK_HOLDER_TAG) == holder:
+                client.delete_registered_model(lock_name)
+    return holder
+
+
+def _verify_champion(client: Any, name: str, history: list[str]) -> None:
+    """Re-read the champion after writing it: under the lock nobody else may have moved it."""
+    alias_map, found = _state(client, name)
+    if alias_map.get(CHAMPION) != history[-1] or found != history:
+        raise RegistryError(
+            f"{name}: the champion changed while it was being written (expected v{history[-1]} with history "
+            f"{','.join(history)}, found v{alias_map.get(CHAMPION)} with {','.join(found)}); "
+            f"is another process writing without the lock?"
+        )
+
+
 def _gate_tags(decision: GateDecision, label: str | None = None) -> dict[str, str]:
     return {
         "gate.decision": label or decision.decision,
@@ -337,26 +424,6 @@ def register_version(
     client = _client()
     name = cfg.name
     _ensure_registered_model(client, name)
-    alias_map, history = _state(client, name)
-    champion = alias_map.get(CHAMPION)
-    champion_scores = _scores_of(client, name, champion)
-    rescored: dict[str, Any] | None = None
-    if champion and champion_scores and rescore is not None and not comparable(scores, champion_scores):
-        before = champion_scores
-        champion_scores = rescore(f"models:/{name}/{champion}")
-        rescored = {
-            "version": int(champion),
-            "from_sample": before.sample,
-            "to_sample": champion_scores.sample,
-            "mean_accuracy_before": before.mean_accuracy,
-            "mean_accuracy_after": champion_scores.mean_accuracy,
-        }
-        champion_tags = {**scores_to_tags(champion_scores), "eval.rescored_from": before.sample or "unknown"}
-        for key, value in champion_tags.items():
-            client.set_model_version_tag(name, champion, key, value)
-        for key in _version(client, name, champion).tags or {}:  # tasks the new sample no longer has
-            if key.startswith(TAG_TASK_PREFIX) and key not in champion_tags:
-                client.delete_model_version_tag(name, champion, key)
 
     version_tags = {**dict(tags or {}), **scores_to_tags(scores)}
     if run_id:
@@ -365,42 +432,112 @@ def register_version(
     version = str(mv.version)
     client.set_registered_model_alias(name, CHALLENGER, version)
 
-    decision = decide(scores, champion_scores, cfg.gate, champion)
-    for key, value in _gate_tags(decision).items():
-        client.set_model_version_tag(name, version, key, value)
-    champion_after = champion
-    if decision.passed:
-        history = [*history, version]
-        _set_champion(client, name, history)
-        champion_after = version
+    rescored: dict[str, Any] | None = None
+    for _attempt in range(5):
+        # a champion scored on another sample is re-scored first, outside the lock (it takes minutes)
+        champion = _state(client, name)[0].get(CHAMPION)
+        champion_scores = _scores_of(client, name, champion)
+        if champion and champion_scores and rescore is not None and not comparable(scores, champion_scores):
+            rescored = _rescore_champion(client, name, champion, champion_scores, rescore)
+        with registry_lock(client, name):
+            alias_map, history = _state(client, name)
+            if alias_map.get(CHAMPION) != champion:
+                continue  # another process moved the champion meanwhile: gate against the new one
+            champion_scores = _scores_of(client, name, champion)
+            if (
+                champion
+                and champion_scores
+                and rescore is not None
+                and not comparable(scores, champion_scores)
+            ):
+                continue
+            decision = decide(scores, champion_scores, cfg.gate, champion)
+            for key, value in _gate_tags(decision).items():
+                client.set_model_version_tag(name, version, key, value)
+            champion_after = champion
+            if decision.passed:
+                history = [*history, version]
+                _set_champion(client, name, history)
+                _verify_champion(client, name, history)
+                champion_after = version
+            entry = {
+                "time": now(),
+                "action": "register",
+                "version": int(version),
+                "decision": decision.decision,
+                "forced": False,
+                "reasons": list(decision.reasons),
+                "mean_accuracy": scores.mean_accuracy,
+                "format_rate": scores.format_rate,
+                "champion_before": _as_int(champion),
+                "champion_after": _as_int(champion_after),
+                "champion_mean_accuracy_before": champion_scores.mean_accuracy if champion_scores else None,
+                "model_key": version_tags.get("model_key"),
+                "run_id": run_id,
+            }
+            if rescored is not None and rescored["version"] == _as_int(champion):
+                entry["champion_rescored"] = rescored
+            append_entry(
+                root / cfg.registry_file,
+                entry,
+                name,
+                champion_after,
+                scores if decision.passed else champion_scores,
+            )
+            break
+    else:
+        raise RegistryError(
+            f"{name}: the champion kept changing while v{version} was being gated; run it again"
+        )
     _link_back(
         client,
         [version_tags[k] for k in ("eval_run_id", "training_run_id") if k in version_tags],
         name,
         version,
     )
-
-    entry = {
-        "time": now(),
-        "action": "register",
-        "version": int(version),
-        "decision": decision.decision,
-        "forced": False,
-        "reasons": list(decision.reasons),
-        "mean_accuracy": scores.mean_accuracy,
-        "format_rate": scores.format_rate,
-        "champion_before": _as_int(champion),
-        "champion_after": _as_int(champion_after),
-        "champion_mean_accuracy_before": champion_scores.mean_accuracy if champion_scores else None,
-        "model_key": version_tags.get("model_key"),
-        "run_id": run_id,
-    }
-    if rescored is not None:
-        entry["champion_rescored"] = rescored
-    append_entry(
-        root / cfg.registry_file, entry, name, champion_after, scores if decision.passed else champion_scores
-    )
     return RegistrationResult(name, version, model_uri, decision, champion, champion_after, run_id, entry)
+
+
+def _rescore_champion(
+    client: Any, name: str, champion: str, before: Scores, rescore: Callable[[str], Scores]
+) -> dict[str, Any]:
+    """Score the champion again on the current sample and update its version tags; what changed."""
+    after = rescore(f"models:/{name}/{champion}")
+    champion_tags = {**scores_to_tags(after), "eval.rescored_from": before.sample or "unknown"}
+    for key, value in champion_tags.items():
+        client.set_model_version_tag(name, champion, key, value)
+    for key in _version(client, name, champion).tags or {}:  # tasks the new sample no longer has
+        if key.startswith(TAG_TASK_PREFIX) and key not in champion_tags:
+            client.delete_model_version_tag(name, champion, key)
+    return {
+        "version": int(champion),
+        "from_sample": before.sample,
+        "to_sample": after.sample,
+        "mean_accuracy_before": before.mean_accuracy,
+        "mean_accuracy_after": after.mean_accuracy,
+    }
+
+
+def check_evaluated_model(eval_metrics: Mapping[str, Any], model_key: str, model_dir: Path) -> str:
+    """The evaluation must have scored this very folder: ``models.<key>.model_fingerprint`` in the evaluation
+    metrics (written by ``evaluate``: a hash of the folder's file contents) must equal the folder's own.
+    Returns the fingerprint; raises RegistryError otherwise (nothing is logged)."""
+    from onethinker.training.checkpoint import model_fingerprint
+
+    entry = (eval_metrics.get("models") or {}).get(model_key) or {}
+    scored = entry.get("model_fingerprint") if isinstance(entry, Mapping) else None
+    actual = model_fingerprint(model_dir)
+    if not scored:
+        raise RegistryError(
+            f"the evaluation metrics do not record which model folder models.{model_key} scored "
+            f"(no model_fingerprint): re-run the evaluate stage before registering {model_dir}"
+        )
+    if scored != actual:
+        raise RegistryError(
+            f"the evaluation scored another model than {model_dir}: models.{model_key}.model_fingerprint is "
+            f"{scored}, the folder's is {actual}; re-run the evaluate stage on this folder"
+        )
+    return actual
 
 
 def _code_copy(dest: Path) -> Path:
@@ -443,6 +580,7 @@ def log_pyfunc_model(
         "video_max_pixels": media.video_max_pixels,
         "video_fps": media.video_fps,
         "video_max_frames": media.video_max_frames,
+        "media_root": "",  # served media are confined here; "" = the working directory at load time
     }
     with tempfile.TemporaryDirectory(prefix="onethinker-code-") as tmp:
         return mlflow.pyfunc.log_model(
@@ -498,6 +636,7 @@ def register_model(
             raise RegistryError(f"{path} not found: run the evaluate stage first")
         eval_metrics = json.loads(path.read_text())
     scores = scores_from_eval(eval_metrics, model_key)  # fail before logging anything
+    check_evaluated_model(eval_metrics, model_key, model_dir)
     rel = model_dir.relative_to(root).as_posix() if model_dir.is_relative_to(root) else str(model_dir)
     lineage = {**lineage_tags(cfg, root, eval_metrics, rel), "model_key": model_key, **dict(tags or {})}
 
@@ -542,6 +681,14 @@ def promote(
     configure(root)
     client = _client()
     name, version = cfg.name, str(version)
+    _state(client, name)  # RegistryError for an unknown model, before taking the lock
+    with registry_lock(client, name):
+        return _promote_locked(cfg, client, name, version, force, root)
+
+
+def _promote_locked(
+    cfg: RegistryConfig, client: Any, name: str, version: str, force: bool, root: Path
+) -> PromotionResult:
     alias_map, history = _state(client, name)
     mv = _version(client, name, version)
     champion = alias_map.get(CHAMPION)
@@ -573,6 +720,7 @@ def promote(
     for key, value in tags.items():
         client.set_model_version_tag(name, version, key, value)
     _set_champion(client, name, [*history, version])
+    _verify_champion(client, name, [*history, version])
     entry = {
         "time": now(),
         "action": "promote",
@@ -604,6 +752,12 @@ def rollback(cfg: RegistryConfig, *, root: Path | None = None) -> PromotionResul
     configure(root)
     client = _client()
     name = cfg.name
+    _state(client, name)  # RegistryError for an unknown model, before taking the lock
+    with registry_lock(client, name):
+        return _rollback_locked(cfg, client, name, root)
+
+
+def _rollback_locked(cfg: RegistryConfig, client: Any, name: str, root: Path) -> PromotionResult:
     alias_map, history = _state(client, name)
     current = alias_map.get(CHAMPION)
     if current is None:
@@ -615,6 +769,7 @@ def rollback(cfg: RegistryConfig, *, root: Path | None = None) -> PromotionResul
         raise RegistryError(f"{name}: v{current} is the first {CHAMPION}; there is nothing to roll back to")
     restored = trail[-1]
     _set_champion(client, name, trail)
+    _verify_champion(client, name, trail)
     stamp = now()
     client.set_model_version_tag(name, current, "rollback.demoted", stamp)
     client.set_model_version_tag(name, restored, "rollback.restored", stamp)

@@ -7,8 +7,9 @@ the same prompt, media budgets and greedy HF ``generate`` as evaluation (``HFRol
 Input (a pandas DataFrame, a list of dicts or one dict), one question per row:
 
 - ``question`` (str, required);
-- ``image``: a path, or a ``data:image/...;base64,`` URI (self-contained requests, used by the input example);
-- ``video``: a path (decoded with PyAV at the logged fps / frame budget);
+- ``image``: a path under the media root, or a ``data:image/...;base64,`` URI (self-contained requests, used by
+  the input example);
+- ``video``: a path under the media root (decoded with PyAV at the logged fps / frame budget);
 - ``problem_type``: one of the OneThinker problem types (default ``open-ended``); selects the answer
   instruction appended to the question (the contract's prompt rule). No image and no video makes a text-only
   question.
@@ -27,6 +28,11 @@ Output: a DataFrame with one row per input row:
 
 ``think`` and ``answer`` are read as the reward reads a response (``onethinker.contract.answers``: the
 whitespace around ``<``, ``>`` and ``/`` is removed first).
+
+Paths are confined to the media root: relative paths are taken from it, and a path that leaves it (``..``, an
+absolute path elsewhere, a symbolic link pointing out) is refused with the same message whether or not the
+file exists, so a caller can neither read nor probe other files. The root is the working directory the model
+is loaded in, unless ``model_config={"media_root": "/srv/media"}`` is given to ``mlflow.pyfunc.load_model``.
 
 ``params={"max_new_tokens": n}`` overrides the logged generation budget per call.
 The logged model carries ``onethinker`` itself as ``code_paths``, so it loads wherever its pip
@@ -216,6 +222,7 @@ class OneThinkerPyfunc(mlflow.pyfunc.PythonModel):
         self.model = load_model(path, device=device)
         self.engine = HFRolloutEngine(self.model, self.processor, batch_size=int(cfg.get("batch_size", 8)))
         self.style = cfg.get("prompt_style", "compact")
+        self.media_root = Path(cfg.get("media_root") or Path.cwd()).resolve()
         self.max_new_tokens = int(cfg.get("max_new_tokens", 256))
         self.media = {
             k: cfg.get(k)
@@ -233,7 +240,7 @@ class OneThinkerPyfunc(mlflow.pyfunc.PythonModel):
         from onethinker.contract.prompts import build_messages, render_prompt
         from onethinker.contract.tasks import canonical_problem_type
         from onethinker.data.examples import Example
-        from onethinker.data.media import decode_video
+        from onethinker.data.media import decode_video, resolve_under
 
         m = self.media
         images, videos = [], []
@@ -241,7 +248,7 @@ class OneThinkerPyfunc(mlflow.pyfunc.PythonModel):
             data_type = "video"
             videos.append(
                 decode_video(
-                    row["video"],
+                    resolve_under(self.media_root, str(row["video"])),
                     float(m["video_fps"] or 2.0),
                     int(m["video_max_frames"] or 128),
                     m["video_min_pixels"],
@@ -250,7 +257,10 @@ class OneThinkerPyfunc(mlflow.pyfunc.PythonModel):
             )
         elif row["image"] is not None:
             data_type = "image"
-            images.append(open_image(row["image"], m["image_min_pixels"], m["image_max_pixels"]))
+            image = str(row["image"])
+            if not image.startswith("data:"):
+                image = str(resolve_under(self.media_root, image))
+            images.append(open_image(image, m["image_min_pixels"], m["image_max_pixels"]))
         else:
             data_type = "text"
         problem_type = canonical_problem_type(row["problem_type"])
