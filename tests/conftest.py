@@ -24,6 +24,8 @@ for key, value in {
     "MPLCONFIGDIR": str(_CACHE / "matplotlib"),
     "TORCH_EXTENSIONS_DIR": str(_CACHE / "torch_extensions"),
     "TOKENIZERS_PARALLELISM": "false",
+    # a failing batched reward raises instead of falling back to the per-item path (see rewards.registry)
+    "ONETHINKER_REWARD_STRICT": "1",
 }.items():
     os.environ.setdefault(key, value)
 

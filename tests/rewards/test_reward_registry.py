@@ -76,14 +76,32 @@ def test_a_raising_or_bad_task_scores_zero() -> None:
         unregister_task("huge")
 
 
-def test_a_failing_batch_function_falls_back_to_the_definition() -> None:
-    def bad_batch(batch: object) -> BatchScores:
-        raise RuntimeError("bug in the fast path")
+@pytest.mark.parametrize(
+    "bad_batch",
+    [
+        pytest.param(lambda batch: (_ for _ in ()).throw(RuntimeError("bug in the fast path")), id="raises"),
+        pytest.param(lambda batch: BatchScores([], [], []), id="wrong-length"),
+    ],
+)
+def test_a_failing_batch_function_falls_back_logged_and_counted(
+    bad_batch, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Outside tests a broken fast path falls back to the definition, with a warning and a count; under
+    ONETHINKER_REWARD_STRICT (set for the whole test suite) it raises, so the agreement tests cannot pass on
+    the per-item path by accident."""
+    from onethinker.rewards import FastPathError, fallbacks
 
     register_task("echo", lambda a, g, d: float(a == g), batch_fn=bad_batch)
+    items = [{"response": wrap("x"), "ground_truth": "x", "problem_type": "echo", "data_type": "image"}]
     try:
-        items = [{"response": wrap("x"), "ground_truth": "x", "problem_type": "echo", "data_type": "image"}]
-        assert compute_score(items)[0]["overall"] == 1.5
+        with pytest.raises(FastPathError, match="echo"):
+            compute_score(items)
+        monkeypatch.delenv("ONETHINKER_REWARD_STRICT")
+        before = fallbacks().get("echo", 0)
+        with caplog.at_level("WARNING", logger="onethinker.rewards.registry"):
+            assert compute_score(items)[0]["overall"] == 1.5
+        assert fallbacks()["echo"] == before + 1
+        assert "echo" in caplog.text and "per item" in caplog.text
     finally:
         unregister_task("echo")
 

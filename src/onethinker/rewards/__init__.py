@@ -3,6 +3,8 @@
 ``compute_score(items, format_weight=0.1)`` scores a batch (batched, fast);
 ``onethinker.rewards.reference.compute_score`` is the per-item reference of the same definition;
 ``summarize(items, scores)`` gives per-task counters; ``register_task`` adds a task by name.
+``compute_score(items, options=PARITY)`` gives the published reward's numbers (strict math off); every
+symbolic comparison runs under a time and size budget (:mod:`onethinker.rewards.sandbox`).
 See :mod:`onethinker.rewards.scoring` for the definition, :mod:`onethinker.rewards.definitions` for
 each task's reward, :mod:`onethinker.rewards.batched` for how the batched path is made fast.
 
@@ -12,12 +14,15 @@ Benchmark (batched vs reference on a mixed batch of 10,000 responses)::
 """
 
 from onethinker.rewards.judge import HttpJudge, JudgeError
+from onethinker.rewards.options import PARITY, RewardOptions
 from onethinker.rewards.parsing import MALFORMED_REASONS
 from onethinker.rewards.registry import (
     REGISTRY,
     BatchScores,
+    FastPathError,
     Task,
     TaskBatch,
+    fallbacks,
     get_task,
     register_task,
     unregister_task,
@@ -47,14 +52,18 @@ def clear_caches() -> None:
 
 __all__ = [
     "MALFORMED_REASONS",
+    "PARITY",
     "REGISTRY",
     "BatchScores",
+    "FastPathError",
+    "RewardOptions",
     "HttpJudge",
     "JudgeError",
     "Task",
     "TaskBatch",
     "clear_caches",
     "compute_score",
+    "fallbacks",
     "get_task",
     "item_slug",
     "register_task",

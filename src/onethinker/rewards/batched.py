@@ -3,11 +3,12 @@
 
 Where the time goes and what is done about it:
 
-- multiple choice / math: the graders (mathruler, math-verify) cost milliseconds per call; every
-  distinct (answer, ground truth) pair is graded once per batch, ground truths and answers are
-  parsed once each, and ``grade_answer`` is memoised across calls (it is a pure function). Option
-  letters ("B", "(b)") are compared without sympy's simplify (two symbols are equal exactly when the
-  letters are; tests check this against mathruler, exhaustively over letter pairs in a slow test).
+- multiple choice / math: the graders (mathruler, math-verify) cost milliseconds per call and run in the
+  sandbox's worker process under the time and size budget (:mod:`onethinker.rewards.sandbox`); every
+  distinct (answer, ground truth) pair is graded once and memoised across calls (a pure function of the
+  pair and the budget). Option letters ("B", "(b)") are compared without sympy's simplify (two symbols
+  are equal exactly when the letters are; tests check this against mathruler, exhaustively over letter
+  pairs in a slow test); single letters never leave the process.
 - OCR / open-ended: bit-parallel edit distance and LCS, a memoised Porter stemmer, ground truths
   tokenised once per batch.
 - grounding, tracking, segmentation: every JSON string is decoded once per batch (answers shared by
@@ -28,8 +29,10 @@ from onethinker.contract import schema as S
 from onethinker.metrics.geometry import box_iou, tiou
 from onethinker.metrics.text import edit_distance, mean_relative_accuracy, rouge_f_prepared, rouge_prepare
 from onethinker.rewards import definitions as D
+from onethinker.rewards import options
 from onethinker.rewards import parsing as P
 from onethinker.rewards.registry import BatchScores, TaskBatch
+from onethinker.rewards.sandbox import TIMEOUT, bounded
 
 _PERMS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))  # itertools.permutations order
 
@@ -109,8 +112,7 @@ def _mathruler_grade(given: str, ground_truth: str) -> bool:
 
 
 @lru_cache(maxsize=1 << 16)
-def grade_answer_cached(given: str, ground_truth: str) -> bool:
-    """``definitions.grade_answer``, memoised, without sympy for option letters."""
+def _grade_cached(given: str, ground_truth: str, timeout_s: float, max_chars: int) -> bool | object:
     if (
         len(given) == 1
         and len(ground_truth) == 1
@@ -119,51 +121,46 @@ def grade_answer_cached(given: str, ground_truth: str) -> bool:
     ):
         return given.lower() == ground_truth.lower()
     D._libs()  # raises ImportError if a grader library is missing
-    try:
-        return _mathruler_grade(given, ground_truth)
-    except Exception:  # noqa: BLE001 - as definitions.grade_answer: an exception grades False
-        return False
+    return bounded("grade_steps", [given, ground_truth], (given,), timeout_s, max_chars)
+
+
+def grade_answer_cached(given: str, ground_truth: str) -> bool | object:
+    """``definitions.grade_answer``, memoised (per budget), without sympy for option letters; ``TIMEOUT``
+    when over budget."""
+    opts = options.current()
+    return _grade_cached(given, ground_truth, opts.timeout_s, opts.max_answer_chars)
+
+
+grade_answer_cached.cache_clear = _grade_cached.cache_clear  # type: ignore[attr-defined]
+
+
+@lru_cache(maxsize=1 << 16)
+def _math_cached(
+    ground_truth: str, answer: str, strict: bool, timeout_s: float, max_chars: int
+) -> bool | object:
+    D._libs()
+    return bounded("math", [ground_truth, answer, strict], (answer,), timeout_s, max_chars)
+
+
+def _verdicts(batch: TaskBatch, grade: Callable[[str, str], bool | object]) -> BatchScores:
+    acc, reasons = [], _no_reasons(len(batch))
+    for i, (a, g) in enumerate(zip(batch.answers, batch.ground_truths, strict=True)):
+        verdict = grade(a, g)
+        if verdict is TIMEOUT:
+            reasons[i].append(P.TIMEOUT)
+        acc.append(1.0 if verdict is True else 0.0)
+    return BatchScores(acc, _const_structure(batch), reasons)
 
 
 def multiple_choice(batch: TaskBatch) -> BatchScores:
-    acc = [
-        1.0 if grade_answer_cached(a.strip(), g.strip()) else 0.0
-        for a, g in zip(batch.answers, batch.ground_truths, strict=True)
-    ]
-    return BatchScores(acc, _const_structure(batch), _no_reasons(len(batch)))
+    return _verdicts(batch, lambda a, g: grade_answer_cached(a.strip(), g.strip()))
 
 
 def math_(batch: TaskBatch) -> BatchScores:
-    parsed: dict[str, tuple[bool, object]] = {}
-
-    def parse(text: str) -> tuple[bool, object]:
-        if text not in parsed:
-            try:
-                parsed[text] = (True, D.math_parse(text))
-            except ImportError:
-                raise
-            except Exception:  # noqa: BLE001
-                parsed[text] = (False, None)
-        return parsed[text]
-
-    verdicts: dict[tuple[str, str], bool] = {}
-    acc = []
-    for a, g in zip(batch.answers, batch.ground_truths, strict=True):
-        key = (g, a)
-        if key not in verdicts:
-            ok_g, gold = parse(g)
-            ok_a, pred = parse(a) if ok_g else (False, None)
-            verdict = None
-            if ok_g and ok_a:
-                try:
-                    verdict = D.math_verify(gold, pred)
-                except ImportError:
-                    raise
-                except Exception:  # noqa: BLE001
-                    verdict = None
-            verdicts[key] = grade_answer_cached(a, g) if verdict is None else verdict
-        acc.append(1.0 if verdicts[key] else 0.0)
-    return BatchScores(acc, _const_structure(batch), _no_reasons(len(batch)))
+    opts = options.current()
+    return _verdicts(
+        batch, lambda a, g: _math_cached(g, a, opts.math_strict, opts.timeout_s, opts.max_answer_chars)
+    )
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -563,5 +560,6 @@ def clear_caches() -> None:
     """Forget memoised grades and stems (for cold-start timings)."""
     from onethinker.metrics.text import clear_caches as clear_text
 
-    grade_answer_cached.cache_clear()
+    _grade_cached.cache_clear()
+    _math_cached.cache_clear()
     clear_text()

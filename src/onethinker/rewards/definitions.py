@@ -51,13 +51,24 @@ def _libs() -> SimpleNamespace:
     return SimpleNamespace(parse=parse, verify=verify, grade=mathruler_grade)
 
 
-def grade_answer(given: str, ground_truth: str) -> bool:
-    """``mathruler.grader.grade_answer``; False if it raises (a missing library raises ImportError)."""
+def grade_answer_unbounded(given: str, ground_truth: str) -> bool:
+    """``mathruler.grader.grade_answer``; False if it raises. No time limit: only the sandbox's worker calls it."""
     grade = _libs().grade
     try:
         return bool(grade(given, ground_truth))
     except Exception:  # noqa: BLE001
         return False
+
+
+def grade_answer(given: str, ground_truth: str) -> bool | object:
+    """``mathruler.grader.grade_answer`` under the reward budget: its verdict, or ``sandbox.TIMEOUT`` when the
+    answer is over the size budget or the comparison over the time budget. A missing library raises
+    ImportError."""
+    from onethinker.rewards import options, sandbox
+
+    _libs()  # raises ImportError here, in the caller, if a grader library is missing
+    opts = options.current()
+    return sandbox.bounded("grade", [given, ground_truth], (given,), opts.timeout_s, opts.max_answer_chars)
 
 
 def math_parse(text: str) -> object:
@@ -68,14 +79,76 @@ def math_verify(gold: object, pred: object) -> bool:
     return bool(_libs().verify(gold, pred))
 
 
-def math_equivalent(ground_truth: str, answer: str) -> bool:
-    """math_verify.verify(parse(gt), parse(answer)); if that raises, grade_answer(answer, gt)."""
+def math_equivalent_unbounded(ground_truth: str, answer: str, strict: bool = False) -> bool:
+    """math_verify.verify(parse(gt), parse(answer)); if that raises, grade_answer(answer, gt) (the published
+    definition). ``strict``: the whole answer must also be equivalent (:func:`whole_answer_equivalent`).
+    No time limit: only the sandbox's worker calls it."""
     try:
-        return math_verify(math_parse(ground_truth), math_parse(answer))
+        gold = math_parse(ground_truth)
+        ok = math_verify(gold, math_parse(answer))
     except ImportError:
         raise
     except Exception:  # noqa: BLE001
-        return grade_answer(answer, ground_truth)
+        return grade_answer_unbounded(answer, ground_truth)
+    return ok and (not strict or whole_answer_equivalent(gold, answer))
+
+
+_DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+
+
+def whole_answer_equivalent(gold: object, answer: str) -> bool:
+    """The strict math check: the answer as ONE expression equals the gold.
+
+    math-verify extracts *an* expression from the answer and compares that, so ``\\frac{1}{2}+1``,
+    ``2*\\frac{1}{2}`` and ``not \\frac{1}{2}`` all count as ``\\frac{1}{2}`` (it finds the fraction inside
+    them), and a policy can learn to pad its answers. Here the whole text, after removing outer math
+    delimiters (``$..$``, ``\\(..\\)``, ``\\[..\\]``) and a final period, is normalised as math-verify
+    normalises LaTeX (units and ``\\text`` dropped, but a ``\\boxed{}`` is not extracted from a longer
+    expression) and parsed as one expression; it must verify against the gold too. ``x = \\frac{1}{2}``
+    passes (math-verify compares the right-hand side); prose around the answer does not.
+    """
+    from dataclasses import replace
+
+    from math_verify.parser import LatexExtractionConfig, normalize_latex, parse_latex_cached
+
+    text = answer.strip()
+    for left, right in _DELIMITERS:
+        if len(text) >= len(left) + len(right) and text.startswith(left) and text.endswith(right):
+            text = text[len(left) : len(text) - len(right)].strip()
+            break
+    text = text.removesuffix(".").strip()
+    if not text:
+        return False
+    config = replace(LatexExtractionConfig().normalization_config, boxed="none")
+    try:
+        normalized = normalize_latex(text, config=config)
+        whole = parse_latex_cached(normalized)
+        return math_verify(gold, [whole, normalized])
+    except ImportError:
+        raise
+    except Exception:  # noqa: BLE001 - not one expression
+        return False
+
+
+def math_equivalent(ground_truth: str, answer: str) -> bool | object:
+    """:func:`math_equivalent_unbounded` under the reward budget and the options in force (``math_strict``);
+    ``sandbox.TIMEOUT`` when over budget."""
+    from onethinker.rewards import options, sandbox
+
+    _libs()
+    opts = options.current()
+    return sandbox.bounded(
+        "math", [ground_truth, answer, opts.math_strict], (answer,), opts.timeout_s, opts.max_answer_chars
+    )
+
+
+def graded(verdict: bool | object) -> AccuracyResult:
+    """A grader's verdict as (accuracy, reasons): 1, 0, or 0 with ``timeout``."""
+    from onethinker.rewards.sandbox import TIMEOUT
+
+    if verdict is TIMEOUT:
+        return 0.0, (P.TIMEOUT,)
+    return (1.0 if verdict else 0.0), ()
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -216,7 +289,7 @@ def boxes_reasons(pb: object, gb: dict) -> list[str]:
 
 
 def acc_multiple_choice(answer: str, gt: str, data_type: str) -> AccuracyResult:
-    return (1.0 if grade_answer(answer.strip(), gt.strip()) else 0.0), ()
+    return graded(grade_answer(answer.strip(), gt.strip()))
 
 
 def acc_numerical(answer: str, gt: str, data_type: str) -> AccuracyResult:
@@ -244,7 +317,7 @@ def acc_open_ended(answer: str, gt: str, data_type: str) -> AccuracyResult:
 
 
 def acc_math(answer: str, gt: str, data_type: str) -> AccuracyResult:
-    return (1.0 if math_equivalent(gt, answer) else 0.0), ()
+    return graded(math_equivalent(gt, answer))
 
 
 def _objects(answer: str, gt: str) -> tuple[object, object, list[str]]:

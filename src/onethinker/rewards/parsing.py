@@ -54,6 +54,7 @@ NUMERIC_OVERFLOW = "numeric_overflow"  # a value too large to score (the publish
 INCORRECT = "incorrect"  # well-formed but accuracy 0
 ERROR = "error"  # a user-registered task function raised
 JUDGE_FALLBACK = "judge_fallback"  # the HTTP judge failed for this item's batch; ROUGE was used
+TIMEOUT = "timeout"  # the symbolic comparison was over its time or size budget: accuracy 0
 
 #: Reasons that mean the output (or the item) was malformed, for ``malformed_rate``.
 MALFORMED_REASONS = frozenset(

@@ -16,8 +16,11 @@ return a float or ``(float, reasons)``; an exception scores 0 with the reason ``
 
 from __future__ import annotations
 
+import logging
 import math
+import os
 import re
+from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import NamedTuple
@@ -99,16 +102,28 @@ class Task:
         return acc, struct, reasons
 
     def score_batch(self, batch: TaskBatch) -> BatchScores:
-        """The batched implementation if there is one (falling back per item if it fails), else a loop."""
+        """The batched implementation if there is one, else a loop over the per-item functions.
+
+        Should the batched implementation raise or return the wrong number of scores, the batch is scored
+        again per item (the definition), with a warning, and the fallback is counted (:func:`fallbacks`);
+        with ``ONETHINKER_REWARD_STRICT=1`` (the test suite sets it) it raises :class:`FastPathError` instead,
+        so tests always exercise the fast path itself.
+        """
         if self.batch is not None:
             try:
                 out = self.batch(batch)
-                if len(out.accuracy) == len(out.structure) == len(out.reasons) == len(batch):
-                    return out
             except ImportError:
                 raise
-            except Exception:  # noqa: BLE001 - fall back to the definition
-                pass
+            except Exception as exc:  # noqa: BLE001 - fall back to the definition
+                _fell_back(self.name, f"{type(exc).__name__}: {exc}", exc)
+            else:
+                if len(out.accuracy) == len(out.structure) == len(out.reasons) == len(batch):
+                    return out
+                _fell_back(
+                    self.name,
+                    f"returned {len(out.accuracy)}/{len(out.structure)}/{len(out.reasons)} scores "
+                    f"for {len(batch)} items",
+                )
         rows = [
             self.score_item(a, s, g, d, f)
             for a, s, g, d, f in zip(
@@ -121,6 +136,29 @@ class Task:
             )
         ]
         return BatchScores([r[0] for r in rows], [r[1] for r in rows], [r[2] for r in rows])
+
+
+STRICT_ENV = "ONETHINKER_REWARD_STRICT"
+"""Set to 1 to make a failing fast (batched) path raise instead of falling back to the per-item path."""
+
+log = logging.getLogger(__name__)
+_FALLBACKS: Counter[str] = Counter()
+
+
+class FastPathError(RuntimeError):
+    """A task's batched implementation failed while ``ONETHINKER_REWARD_STRICT`` is set."""
+
+
+def _fell_back(task: str, why: str, exc: BaseException | None = None) -> None:
+    if os.environ.get(STRICT_ENV, "").strip().lower() in ("1", "true", "yes"):
+        raise FastPathError(f"batched reward for task {task!r} failed: {why}") from exc
+    _FALLBACKS[task] += 1
+    log.warning("batched reward for task %r failed (%s); scored this batch per item instead", task, why)
+
+
+def fallbacks() -> dict[str, int]:
+    """How many batches fell back from the batched to the per-item path, per task, since the process started."""
+    return dict(_FALLBACKS)
 
 
 def constant_structure(answer: str, ground_truth: str, data_type: str) -> float:

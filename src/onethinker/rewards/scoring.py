@@ -32,6 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from onethinker.rewards import parsing as P
+from onethinker.rewards.options import RewardOptions, using
 from onethinker.rewards.registry import REGISTRY, STRUCTURE_MAX, TaskBatch, finite_or_zero, task_key
 
 UNKNOWN_SLUG = "unknown"
@@ -199,17 +200,24 @@ def gc_paused() -> Iterator[None]:
 
 
 def compute_score(
-    items: Sequence[object], format_weight: float = 0.1, *, judge: object | None = None
+    items: Sequence[object],
+    format_weight: float = 0.1,
+    *,
+    judge: object | None = None,
+    options: RewardOptions | None = None,
 ) -> list[dict]:
     """Score a batch of responses; one dict per item with float ``overall``, ``accuracy``,
-    ``format``, ``structure`` and a ``reasons`` list. Never raises on item contents.
+    ``format``, ``structure`` and a ``reasons`` list. Never raises on item contents, and never
+    stalls: every symbolic comparison has a time and size budget (``timeout`` when over it).
 
     ``judge``: an optional :class:`onethinker.rewards.judge.HttpJudge` for open-ended accuracy
     (falls back to ROUGE per judge batch on any failure). Off by default.
+    ``options``: :class:`onethinker.rewards.options.RewardOptions` (default: strict math, 2 s budget);
+    ``onethinker.rewards.PARITY`` gives the published reward's numbers.
     """
     fw = check_format_weight(format_weight)
     items = list(items)
-    with gc_paused():
+    with gc_paused(), using(options):
         return _compute(items, fw, judge)
 
 
