@@ -207,7 +207,12 @@ def ocr(batch: TaskBatch) -> BatchScores:
     refs: dict[str, list[str]] = {}
     seen: dict[tuple[str, str], float] = {}
     acc = []
-    for a, g in zip(batch.answers, batch.ground_truths, strict=True):
+    reasons = _no_reasons(len(batch))
+    for i, (a, g) in enumerate(zip(batch.answers, batch.ground_truths, strict=True)):
+        if D.text_over_budget(a):
+            reasons[i].append(P.TIMEOUT)
+            acc.append(0.0)
+            continue
         key = (g, a)
         if key not in seen:
             ref = refs.get(g)
@@ -216,14 +221,19 @@ def ocr(batch: TaskBatch) -> BatchScores:
             wer = edit_distance(ref, a.split()) / max(1, len(ref))
             seen[key] = max(0.0, min(1.0, 1.0 - wer))
         acc.append(seen[key])
-    return BatchScores(acc, _const_structure(batch), _no_reasons(len(batch)))
+    return BatchScores(acc, _const_structure(batch), reasons)
 
 
 def open_ended(batch: TaskBatch) -> BatchScores:
     targets: dict[str, object] = {}
     seen: dict[tuple[str, str], float] = {}
     acc = []
-    for a, g in zip(batch.answers, batch.ground_truths, strict=True):
+    reasons = _no_reasons(len(batch))
+    for i, (a, g) in enumerate(zip(batch.answers, batch.ground_truths, strict=True)):
+        if D.text_over_budget(a):
+            reasons[i].append(P.TIMEOUT)
+            acc.append(0.0)
+            continue
         key = (g, a)
         if key not in seen:
             tgt = targets.get(g)
@@ -231,7 +241,7 @@ def open_ended(batch: TaskBatch) -> BatchScores:
                 tgt = targets[g] = rouge_prepare(g, target=True)
             seen[key] = max(0.0, min(1.0, rouge_f_prepared(tgt, rouge_prepare(a)).mean))  # type: ignore[arg-type]
         acc.append(seen[key])
-    return BatchScores(acc, _const_structure(batch), _no_reasons(len(batch)))
+    return BatchScores(acc, _const_structure(batch), reasons)
 
 
 # ---------------------------------------------------------------------------------------------------

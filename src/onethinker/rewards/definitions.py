@@ -308,11 +308,22 @@ def acc_regression(answer: str, gt: str, data_type: str) -> AccuracyResult:
     return mean_relative_accuracy(p, g), ()
 
 
+def text_over_budget(answer: str) -> bool:
+    """An OCR / open-ended answer too long to compare within the budget (``max_text_chars``)."""
+    from onethinker.rewards import options
+
+    return len(answer) > options.current().max_text_chars
+
+
 def acc_ocr(answer: str, gt: str, data_type: str) -> AccuracyResult:
+    if text_over_budget(answer):
+        return 0.0, (P.TIMEOUT,)
     return max(0.0, min(1.0, 1.0 - word_error_rate(gt, answer))), ()
 
 
 def acc_open_ended(answer: str, gt: str, data_type: str) -> AccuracyResult:
+    if text_over_budget(answer):
+        return 0.0, (P.TIMEOUT,)
     return rouge_mean(gt, answer), ()
 
 

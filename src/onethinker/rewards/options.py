@@ -35,6 +35,10 @@ class RewardOptions:
     """Longer answers (and ones whose symbolic evaluation is known to explode: power towers, huge exponents,
     deep nesting) are not compared symbolically: accuracy 0, counted as ``timeout``."""
 
+    max_text_chars: int = 20000
+    """OCR and open-ended answers longer than this are not compared (edit distance and ROUGE grow with the
+    answer's length: a 1e6-character answer takes tens of seconds): accuracy 0, counted as ``timeout``."""
+
     def validate(self, key: str) -> None:
         require(
             math.isfinite(self.timeout_s) and 0 < self.timeout_s <= 600,
@@ -42,6 +46,7 @@ class RewardOptions:
             "must be in (0, 600]",
         )
         require(self.max_answer_chars >= 1, f"{key}.max_answer_chars", "must be >= 1")
+        require(self.max_text_chars >= 1, f"{key}.max_text_chars", "must be >= 1")
 
     def parity(self) -> RewardOptions:
         """These options with the published reward's grading (``math_strict`` off)."""
