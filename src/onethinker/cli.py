@@ -13,14 +13,16 @@ section it reads, its inputs and outputs, and an example (:data:`STAGE_DOCS`; a 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import resource
 import sys
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -158,7 +160,9 @@ def stage_help(name: str, summary: str) -> str:
 
 
 def _command(name: str, summary: str):  # type: ignore[no-untyped-def]
-    return app.command(name, cls=_Command, help=stage_help(name, summary))
+    """Register a command with its help; a user error it raises is one line (:func:`clean_errors`)."""
+    register = app.command(name, cls=_Command, help=stage_help(name, summary))
+    return lambda fn: register(clean_errors(fn))
 
 
 app = typer.Typer(
@@ -184,7 +188,15 @@ def _main() -> None:
         logger.setLevel(logging.INFO)
 
 
-ParamsOpt = Annotated[Path, typer.Option("--params", "-p", metavar="FILE", help="Params file (YAML).")]
+ParamsOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--params",
+        "-p",
+        metavar="FILE",
+        help="Params file (YAML); must exist. Default: params.yaml when present, else the defaults.",
+    ),
+]
 SetOpt = Annotated[
     list[str] | None,
     typer.Option(
@@ -206,11 +218,14 @@ def _overrides(items: list[str] | None) -> dict:
     return out
 
 
-def _load(params: Path, sets: list[str] | None, engine_of: str | None = None):
-    """Load params; ``engine_of``: the stage whose ``engine`` must be installed here (``grpo``, ``evaluate``)."""
+def _load(params: Path | None, sets: list[str] | None, engine_of: str | None = None):
+    """Load params; ``engine_of``: the stage whose ``engine`` must be installed here (``grpo``, ``evaluate``).
+    ``params=None``: ``params.yaml`` when there is one, else the defaults."""
     from onethinker.config import ConfigError, load_params
     from onethinker.generation.base import check_engine
 
+    if params is None:  # the default: params.yaml when there is one
+        params = Path("params.yaml") if Path("params.yaml").is_file() else None
     try:
         p = load_params(params, _overrides(sets))
         if engine_of is not None:
@@ -235,6 +250,50 @@ def _data_errors():
         raise typer.Exit(2) from None
 
 
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """Errors that mean bad input (a missing file, an unknown version or model, bad media): one line, no
+    traceback. Anything else is a bug and keeps its traceback."""
+    from onethinker.config import ConfigError
+    from onethinker.data.media import MediaError
+    from onethinker.registry.core import RegistryError
+    from onethinker.registry.gate import ScoresError
+    from onethinker.training.checkpoint import UnsafeCheckpointError
+
+    errors: list[type[BaseException]] = [
+        ConfigError,
+        MediaError,
+        RegistryError,
+        ScoresError,
+        UnsafeCheckpointError,
+        FileNotFoundError,
+        NotADirectoryError,
+    ]
+    try:
+        from mlflow.exceptions import MlflowException
+
+        errors.append(MlflowException)
+    except ImportError:  # pragma: no cover - mlflow is a dependency
+        pass
+    return tuple(errors)
+
+
+def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Report a user error as ``error: <message>`` on stderr with exit code 1 (no traceback)."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except _user_errors() as exc:
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in message:
+                message = f"{message}: {exc.filename}"
+            typer.secho(f"error: {message}", fg="red", err=True)
+            raise typer.Exit(1) from None
+
+    return wrapper
+
+
 def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
 
@@ -243,7 +302,7 @@ def _peak_rss_mb() -> float:
     "prepare",
     "Write training, SFT and held-out evaluation files plus media (synthetic world or the release).",
 )
-def prepare(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+def prepare(params: ParamsOpt = None, set_: SetOpt = None) -> None:
     from tqdm import tqdm
 
     from onethinker.contract.tasks import TASK_PAIRS
@@ -291,7 +350,7 @@ def validate(
     kind: Annotated[
         str | None, typer.Option(metavar="rl|sft|eval", help="The file's layout (inferred when omitted).")
     ] = None,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = None,
     set_: SetOpt = None,
 ) -> None:
     from onethinker.contract import ManifestError, PreparedData
@@ -359,7 +418,7 @@ def _training_corpus(p) -> list[str]:
     "base-model", "Build the tiny Qwen3-VL (tokenizer trained offline on the corpus) or load a checkpoint."
 )
 def base_model(
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = None,
     set_: SetOpt = None,
     out: Annotated[Path, typer.Option(metavar="DIR", help="Output folder.")] = Path("models/base"),
 ) -> None:
@@ -380,7 +439,7 @@ def base_model(
 
 
 @_command("sft", "Supervised cold start on the chain-of-thought data (resumes from the newest checkpoint).")
-def sft(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+def sft(params: ParamsOpt = None, set_: SetOpt = None) -> None:
     from onethinker.sft.stage import run_sft_stage
 
     p = _load(params, set_)
@@ -397,7 +456,7 @@ def sft(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
 @_command(
     "grpo", "Multi-task RL with EMA-GRPO (or grpo / dr_grpo) from the SFT model (resumes from checkpoints)."
 )
-def grpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+def grpo(params: ParamsOpt = None, set_: SetOpt = None) -> None:
     from onethinker.rl.stage import run_grpo_stage
 
     p = _load(params, set_, engine_of="grpo")
@@ -414,7 +473,7 @@ def grpo(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
 @_command(
     "evaluate", "Evaluate the listed models on every benchmark (greedy, resumable) with the official metrics."
 )
-def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+def evaluate(params: ParamsOpt = None, set_: SetOpt = None) -> None:
     from onethinker.evaluation.stage import run_evaluate_stage
 
     p = _load(params, set_, engine_of="evaluate")
@@ -432,7 +491,7 @@ def evaluate(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> No
     "Log the checkpoint as an MLflow pyfunc model, register a version (alias challenger), apply the gate. "
     "A champion scored on another evaluation sample is first re-scored on the current one.",
 )
-def register(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+def register(params: ParamsOpt = None, set_: SetOpt = None) -> None:
     from onethinker.evaluation.stage import evaluate_logged_model
     from onethinker.registry import format_result, register_model
     from onethinker.registry.gate import scores_from_eval
@@ -455,7 +514,7 @@ def promote(
     force: Annotated[
         bool, typer.Option("--force", metavar="", help="Override a failing gate (recorded on the version).")
     ] = False,
-    params: ParamsOpt = Path("params.yaml"),
+    params: ParamsOpt = None,
     set_: SetOpt = None,
 ) -> None:
     from onethinker.registry import format_result
@@ -469,7 +528,7 @@ def promote(
 
 
 @_command("rollback", "Give the champion alias back to the previous champion.")
-def rollback(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+def rollback(params: ParamsOpt = None, set_: SetOpt = None) -> None:
     from onethinker.registry import RegistryError, format_result
     from onethinker.registry import rollback as rollback_champion
 

@@ -6,13 +6,14 @@ an unknown key, a missing required key or a value of the wrong type fails at loa
 live in each dataclass's ``validate()`` and also name the key.
 
 Sections: ``data`` (where data lives), ``prepare`` (the synthetic world), ``media`` (decoding
-budgets shared by training and evaluation), ``validate``; later stages add their own sections via
-``register_section``.
+budgets shared by training and evaluation), ``prompt``, ``validate``, ``reward`` (how answers are graded);
+later stages add their own sections via ``register_section``.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import math
 import re
 import types
 import typing
@@ -27,7 +28,12 @@ Switch = Literal["auto", "on", "off"]
 
 
 class ConfigError(ValueError):
-    """A params file is malformed: the message names the file and the key."""
+    """A params file is malformed: the message names the file (or ``--set``) and the key."""
+
+    def __init__(self, message: str, key: str | None = None):
+        super().__init__(message)
+        self.key = key
+        """The dotted key at fault (``grpo.n``), when known."""
 
 
 # --------------------------------------------------------------------------------------------------
@@ -55,45 +61,47 @@ def _coerce(value: Any, tp: Any, key: str) -> Any:
                 return _coerce(value, arg, key)
             except ConfigError as exc:
                 errors.append(str(exc))
-        raise ConfigError(errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}")
+        raise ConfigError(
+            errors[0] if len(errors) == 1 else f"{key}: {value!r} matches none of {tp}", key=key
+        )
     if origin is Literal:
         if value not in args:
-            raise ConfigError(f"{key}: must be one of {list(args)}, got {value!r}")
+            raise ConfigError(f"{key}: must be one of {list(args)}, got {value!r}", key=key)
         return value
     if origin in (list, tuple):
         if not isinstance(value, list | tuple):
-            raise ConfigError(f"{key}: expected a list, got {value!r}")
+            raise ConfigError(f"{key}: expected a list, got {value!r}", key=key)
         item_tp = args[0] if args else Any
         items = [_coerce(v, item_tp, f"{key}[{i}]") for i, v in enumerate(value)]
         return tuple(items) if origin is tuple else items
     if origin is dict:
         if not isinstance(value, dict):
-            raise ConfigError(f"{key}: expected a mapping, got {value!r}")
+            raise ConfigError(f"{key}: expected a mapping, got {value!r}", key=key)
         vtp = args[1] if len(args) == 2 else Any
         return {str(k): _coerce(v, vtp, f"{key}.{k}") for k, v in value.items()}
     if dataclasses.is_dataclass(tp):
         return from_dict(tp, value, key)
     if tp is bool:
         if not isinstance(value, bool):
-            raise ConfigError(f"{key}: expected true/false, got {value!r}")
+            raise ConfigError(f"{key}: expected true/false, got {value!r}", key=key)
         return value
     if tp is int:
         if isinstance(value, bool) or not isinstance(value, int):
-            raise ConfigError(f"{key}: expected int, got {value!r}")
+            raise ConfigError(f"{key}: expected int, got {value!r}", key=key)
         return value
     if tp is float:
         if isinstance(value, str) and _EXPONENT_FLOAT.fullmatch(value.strip()):
             # YAML 1.1 (PyYAML) reads 3e-5 as a string: it wants 3.0e-5. Users write 3e-5.
             return float(value)
         if isinstance(value, bool) or not isinstance(value, int | float):
-            raise ConfigError(f"{key}: expected a number, got {value!r}")
+            raise ConfigError(f"{key}: expected a number, got {value!r}", key=key)
         return float(value)
     if tp is str:
         if not isinstance(value, str):
-            raise ConfigError(f"{key}: expected a string, got {value!r}")
+            raise ConfigError(f"{key}: expected a string, got {value!r}", key=key)
         return value
     if isinstance(tp, type) and not isinstance(value, tp):
-        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}")
+        raise ConfigError(f"{key}: expected {_type_name(tp)}, got {value!r}", key=key)
     return value
 
 
@@ -106,20 +114,20 @@ def from_dict(cls: type, data: Any, prefix: str = "") -> Any:
     if data is None:
         data = {}
     if not isinstance(data, dict):
-        raise ConfigError(f"{where}: expected a mapping, got {data!r}")
+        raise ConfigError(f"{where}: expected a mapping, got {data!r}", key=prefix or None)
     hints = typing.get_type_hints(cls)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}
     unknown = sorted(set(data) - set(fields))
     if unknown:
         name = f"{prefix}.{unknown[0]}" if prefix else unknown[0]
-        raise ConfigError(f"unknown key '{name}' (known keys: {', '.join(sorted(fields))})")
+        raise ConfigError(f"unknown key '{name}' (known keys: {', '.join(sorted(fields))})", key=name)
     kwargs = {}
     for name, f in fields.items():
         key = f"{prefix}.{name}" if prefix else name
         if name in data:
             kwargs[name] = _coerce(data[name], hints[name], key)
         elif f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING:
-            raise ConfigError(f"missing required key '{key}'")
+            raise ConfigError(f"missing required key '{key}'", key=key)
     obj = cls(**kwargs)
     check = getattr(obj, "validate", None)
     if callable(check):
@@ -141,7 +149,7 @@ def to_dict(obj: Any) -> Any:
 def require(cond: bool, key: str, message: str) -> None:
     """Raise ConfigError naming ``key`` unless ``cond`` holds (the check every stage config uses)."""
     if not cond:
-        raise ConfigError(f"{key}: {message}")
+        raise ConfigError(f"{key}: {message}", key=key)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -308,6 +316,42 @@ class ValidateConfig:
         require(self.max_failures_shown >= 1, f"{key}.max_failures_shown", "must be >= 1")
 
 
+@dataclass(frozen=True)
+class RewardConfig:
+    """How answers are graded (read by sft's and grpo's held-out checks, grpo's rewards and evaluate)."""
+
+    math_strict: bool = True
+    """Math answers must be the final expression and nothing more: ``\\frac{1}{2}+1``, ``2*\\frac{1}{2}`` or
+    ``not \\frac{1}{2}`` do not equal ``\\frac{1}{2}`` (the published reward, math-verify, accepts them).
+    ``false`` restores the published behaviour (parity mode)."""
+    timeout_s: float = 10.0
+    """Budget per symbolic comparison (multiple choice through mathruler/sympy, math through math-verify), in
+    seconds of wall time. It runs in a worker process that is killed at the deadline, so the budget holds in
+    any thread or process; an answer over it scores 0 and is counted as ``timeout``. The default leaves room
+    for math-verify's own limits (5 s to parse, 5 s to verify), so a comparison the published reward finishes
+    is not cut short; the answers that would stall it are turned away by the pre-screen in microseconds."""
+    max_answer_chars: int = 2000
+    """Longer answers (and ones whose symbolic evaluation is known to explode: power towers, huge exponents,
+    deep nesting) are not compared symbolically: accuracy 0, counted as ``timeout``."""
+
+    max_text_chars: int = 20000
+    """OCR and open-ended answers longer than this are not compared (edit distance and ROUGE grow with the
+    answer's length: a 1e6-character answer takes tens of seconds): accuracy 0, counted as ``timeout``."""
+
+    def validate(self, key: str) -> None:
+        require(
+            math.isfinite(self.timeout_s) and 0 < self.timeout_s <= 600,
+            f"{key}.timeout_s",
+            "must be in (0, 600]",
+        )
+        require(self.max_answer_chars >= 1, f"{key}.max_answer_chars", "must be >= 1")
+        require(self.max_text_chars >= 1, f"{key}.max_text_chars", "must be >= 1")
+
+    def parity(self) -> RewardConfig:
+        """These options with the published reward's grading (``math_strict`` off)."""
+        return dataclasses.replace(self, math_strict=False)
+
+
 # section name -> dataclass; later stages register theirs.
 SECTIONS: dict[str, type] = {
     "data": DataConfig,
@@ -315,6 +359,7 @@ SECTIONS: dict[str, type] = {
     "media": MediaConfig,
     "prompt": PromptConfig,
     "validate": ValidateConfig,
+    "reward": RewardConfig,
 }
 
 
@@ -361,35 +406,74 @@ class Params:
         return {name: to_dict(cfg) for name, cfg in self.sections.items()}
 
 
-def load_params(path: str | Path = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
-    """Load and check a params file. ``overrides`` maps dotted keys to values (``prepare.seed``)."""
+def load_params(path: str | Path | None = "params.yaml", overrides: dict[str, Any] | None = None) -> Params:
+    """Load and check a params file. ``overrides`` maps dotted keys to values (``prepare.seed``).
+
+    ``path=None`` gives every section its defaults; a path that does not exist is an error (a mistyped
+    ``--params`` must not train with the defaults). An error names its source: the file, or ``--set KEY=VALUE``
+    when the key at fault was overridden.
+    """
     _register_optional_sections()
-    path = Path(path)
-    try:
-        raw = yaml.safe_load(path.read_text()) if path.exists() else {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
+    raw: Any = {}
+    if path is not None:
+        path = Path(path)
+        if not path.is_file():
+            raise ConfigError(f"params file not found: {path}")
+        try:
+            raw = yaml.safe_load(path.read_text())
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"{path}: not valid YAML: {exc}") from exc
     raw = raw or {}
     if not isinstance(raw, dict):
         raise ConfigError(f"{path}: top level must be a mapping of sections")
-    for dotted, value in (overrides or {}).items():
+    overrides = dict(overrides or {})
+    for dotted, value in overrides.items():
         node = raw
         *parents, leaf = dotted.split(".")
-        for p in parents:
-            node = node.setdefault(p, {})
+        for i, p in enumerate(parents):
+            child = node.setdefault(p, {})
+            if not isinstance(child, dict):
+                raise ConfigError(
+                    f"--set {dotted}={value!r}: {'.'.join(parents[: i + 1])} is not a section", key=dotted
+                )
+            node = child
         node[leaf] = value
+    source = str(path) if path is not None else "defaults"
     unknown = sorted(set(raw) - set(SECTIONS))
     if unknown:
-        raise ConfigError(f"{path}: unknown section '{unknown[0]}' (known: {', '.join(sorted(SECTIONS))})")
+        exc = ConfigError(
+            f"unknown section '{unknown[0]}' (known: {', '.join(sorted(SECTIONS))})", key=unknown[0]
+        )
+        raise _sourced(exc, source, overrides) from None
     sections = {}
     for name, cls in SECTIONS.items():
         try:
             sections[name] = from_dict(cls, raw.get(name), name)
         except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-    params = Params(sections=sections, path=path)
-    _cross_checks(params)
+            raise _sourced(exc, source, overrides) from None
+    params = Params(sections=sections, path=Path(path) if path is not None else None)
+    try:
+        _cross_checks(params)
+    except ConfigError as exc:
+        raise _sourced(exc, source, overrides) from None
     return params
+
+
+_KEY_IN_MESSAGE = re.compile(r"(?:unknown key ')?([A-Za-z_][\w.]*)")
+
+
+def _sourced(exc: ConfigError, source: str, overrides: dict[str, Any]) -> ConfigError:
+    """``exc`` prefixed with where the bad value came from: ``--set key=value`` or the params file."""
+    key = exc.key
+    if key is None:
+        m = _KEY_IN_MESSAGE.match(str(exc))
+        key = m.group(1) if m else None
+    for dotted, value in overrides.items():
+        if key is not None and (
+            key == dotted or key.startswith(dotted + ".") or dotted.startswith(key + ".")
+        ):
+            return ConfigError(f"--set {dotted}={value!r}: {exc}", key=key)
+    return ConfigError(f"{source}: {exc}", key=key)
 
 
 def _cross_checks(params: Params) -> None:
@@ -398,6 +482,7 @@ def _cross_checks(params: Params) -> None:
         step_frames = prep.video.event_step_s * media.video_fps
         if abs(step_frames - round(step_frames)) > 1e-9:
             raise ConfigError(
-                f"{params.path}: prepare.video.event_step_s: {prep.video.event_step_s} s is not a whole number of "
-                f"sampled frames at media.video_fps={media.video_fps}; events would fall between frames"
+                f"prepare.video.event_step_s: {prep.video.event_step_s} s is not a whole number of "
+                f"sampled frames at media.video_fps={media.video_fps}; events would fall between frames",
+                key="prepare.video.event_step_s",
             )

@@ -29,9 +29,44 @@ def test_help_lists_every_stage() -> None:
         assert cmd in out
 
 
-def test_bad_param_exits_2_naming_the_key(tmp_path: Path) -> None:
-    result = runner.invoke(app, ["prepare", "--params", str(tmp_path / "none.yaml"), "-S", "prepare.seed=x"])
+def test_bad_param_exits_2_naming_the_key_and_its_source(tmp_path: Path) -> None:
+    params = tmp_path / "params.yaml"
+    params.write_text("prepare:\n  seed: 3\n")
+    result = runner.invoke(app, ["prepare", "--params", str(params), "-S", "prepare.seed=x"])
     assert result.exit_code == 2 and "prepare.seed" in result.output
+    assert "--set prepare.seed='x'" in result.output and str(params) not in result.output
+    params.write_text("prepare:\n  seed: x\n")
+    result = runner.invoke(app, ["prepare", "--params", str(params)])
+    assert result.exit_code == 2 and f"{params}: prepare.seed" in result.output
+
+
+def test_a_missing_params_file_fails(tmp_path: Path) -> None:
+    result = runner.invoke(app, ["grpo", "--params", str(tmp_path / "none.yaml")])
+    assert result.exit_code == 2 and "params file not found" in result.output
+
+
+def _one_line_error(result) -> str:
+    assert result.exit_code == 1, result.output
+    assert "Traceback" not in result.output, result.output
+    errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
+    assert len(errors) == 1 and result.output.rstrip().endswith(errors[0]), result.output  # MLflow may log first
+    return errors[0]
+
+
+def test_unknown_versions_models_and_files_are_one_line_errors(tmp_path: Path, monkeypatch) -> None:
+    """No traceback for a user's mistake in any command: an unknown registry version or model, a missing
+    model folder, data that was never prepared, a file that does not exist."""
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"sqlite:///{tmp_path / 'mlflow.db'}")
+    (tmp_path / "params.yaml").write_text("register:\n  name: nothing-here\n")
+    assert "does not exist" in _one_line_error(runner.invoke(app, ["promote", "99"]))
+    assert "does not exist" in _one_line_error(runner.invoke(app, ["rollback"]))
+    assert "not a saved Hugging Face model folder" in _one_line_error(runner.invoke(app, ["register"]))
+    assert "manifest" in _one_line_error(runner.invoke(app, ["evaluate"])).lower()
+    assert "manifest" in _one_line_error(runner.invoke(app, ["sft"])).lower()
+    assert "manifest" in _one_line_error(runner.invoke(app, ["base-model"])).lower()
+    missing = runner.invoke(app, ["validate", str(tmp_path / "nope.json")])  # a validation failure, named
+    assert missing.exit_code == 1 and "Traceback" not in missing.output and "nope.json" in missing.output
 
 
 def test_report_prints_per_task_tables(tmp_path: Path) -> None:

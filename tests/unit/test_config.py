@@ -79,7 +79,73 @@ def test_overrides_apply_and_are_checked(tmp_path: Path) -> None:
 
 
 def test_defaults_match_dataclass() -> None:
-    assert load_params(Path("/nonexistent/params.yaml")).prepare == PrepareConfig()
+    assert load_params(None).prepare == PrepareConfig()
+
+
+def test_a_missing_params_file_is_an_error() -> None:
+    """A mistyped --params must not train with the defaults (and move a good checkpoint aside as stale)."""
+    with pytest.raises(ConfigError, match="params file not found: /nonexistent/params.yaml"):
+        load_params(Path("/nonexistent/params.yaml"))
+
+
+def test_an_error_names_its_source(tmp_path: Path) -> None:
+    p = _write(tmp_path, {"prepare": {"seed": "x"}, "grpo": {"n": 4}})
+    with pytest.raises(ConfigError, match=rf"^{p}: prepare.seed: expected int"):
+        load_params(p)
+    p = _write(tmp_path, {"grpo": {"n": 4}})
+    with pytest.raises(ConfigError, match=r"^--set prepare.seed='x': prepare.seed: expected int") as err:
+        load_params(p, {"prepare.seed": "x"})
+    assert str(p) not in str(err.value)
+    with pytest.raises(ConfigError, match=r"^--set grpo.nn=3: unknown key 'grpo.nn'"):
+        load_params(p, {"grpo.nn": 3})
+    # a cross-field check about an overridden key names --set too; one about the file's keys names the file
+    with pytest.raises(
+        ConfigError, match=r"^--set grpo.micro_batch_size=3: grpo.micro_batch_size: must divide"
+    ):
+        load_params(p, {"grpo.micro_batch_size": 3})
+
+
+GRPO_BAD = [
+    ({"max_grad_norm": -1.0}, "grpo.max_grad_norm", "flip the gradient"),
+    ({"max_grad_norm": 0.0}, "grpo.max_grad_norm", "positive"),
+    ({"keep_checkpoints": -1}, "grpo.keep_checkpoints", ">= 1"),
+    ({"keep_checkpoints": 0}, "grpo.keep_checkpoints", ">= 1"),
+    ({"log_every": 0}, "grpo.log_every", ">= 1"),
+    ({"generation_batch_size": 0}, "grpo.generation_batch_size", ">= 1"),
+    ({"engine": "tgi"}, "grpo.engine", "unknown engine 'tgi'"),
+    ({"global_batch_size": 3, "n": 8, "micro_batch_size": 5}, "grpo.micro_batch_size", "must divide"),
+    ({"global_batch_size": 8, "n": 8, "micro_batch_size": 128}, "grpo.micro_batch_size", "must divide"),
+    ({"weight_decay": -0.1}, "grpo.weight_decay", ">= 0"),
+    ({"warmup_ratio": 1.0}, "grpo.warmup_ratio", r"\[0, 1\)"),
+    ({"entropy_coef": -1.0}, "grpo.entropy_coef", ">= 0"),
+    ({"max_prompt_length": 0}, "grpo.max_prompt_length", ">= 1"),
+    ({"rollout_table_per_task": -1}, "grpo.rollout_table_per_task", ">= 0"),
+    ({"heldout_per_task": -1}, "grpo.heldout_per_task", ">= 0"),
+]
+
+
+@pytest.mark.parametrize(("values", "key", "words"), GRPO_BAD, ids=[k for _, k, _ in GRPO_BAD])
+def test_grpo_settings_are_checked_at_load(tmp_path: Path, values: dict, key: str, words: str) -> None:
+    base = {"rollout_batch_size": 16, "global_batch_size": 8, "n": 8, "micro_batch_size": 32}
+    with pytest.raises(ConfigError, match=rf"{key}: .*{words}"):
+        load_params(_write(tmp_path, {"grpo": {**base, **values}}))
+
+
+def test_known_engines_load(tmp_path: Path) -> None:
+    from onethinker.rl.config import KNOWN_ENGINES
+
+    assert {"hf", "vllm"} <= KNOWN_ENGINES
+    for engine in sorted(KNOWN_ENGINES):
+        assert load_params(_write(tmp_path, {"grpo": {"engine": engine}})).grpo.engine == engine
+
+
+def test_reward_section(tmp_path: Path) -> None:
+    from onethinker.rewards.options import RewardConfig
+
+    assert load_params(None).reward == RewardConfig()
+    assert load_params(_write(tmp_path, {"reward": {"math_strict": False}})).reward.math_strict is False
+    with pytest.raises(ConfigError, match="reward.timeout_s"):
+        load_params(_write(tmp_path, {"reward": {"timeout_s": 0}}))
 
 
 def test_exponent_floats_without_a_dot_are_numbers(tmp_path: Path) -> None:
