@@ -133,3 +133,149 @@ def test_online_filter_drops_uniform_groups(tiny_base, tiny_data, tmp_path) -> N
     assert stats.metrics["train/filtered_frac"] == 1.0
     assert stats.metrics["train/batch_fill"] == 0.0 and stats.metrics["train/filter_retries"] == 1.0
     assert stats.kept_groups == 0
+
+
+# --------------------------------------------------------------------------------------------------
+# Updates: every sequence once per epoch, and the same update however it is micro-batched
+
+
+def test_update_windows_never_straddle_two_updates() -> None:
+    from onethinker.rl.trainer import update_windows
+
+    # 10 sequences, 6 per update, micro-batches of 4: the second micro-batch stops at the update's end
+    assert update_windows(10, 6, 4) == [[(0, 4), (4, 6)], [(6, 10)]]
+    assert update_windows(8, 8, 1) == [[(i, i + 1) for i in range(8)]]
+    assert update_windows(8, 8, 8) == [[(0, 8)]]
+    assert update_windows(0, 4, 2) == []
+    for n, per, micro in ((37, 12, 5), (12, 4, 3), (5, 8, 8)):
+        flat = [ab for w in update_windows(n, per, micro) for ab in w]
+        assert [i for a, b in flat for i in range(a, b)] == list(range(n))  # each sequence exactly once
+
+
+def _record_training(tr: GRPOTrainer) -> list[tuple[int, bool]]:
+    """(sequences, closes an update) of every micro-batch trained, in order."""
+    seen: list[tuple[int, bool]] = []
+    loss_fn, backward = tr.loss_fn, tr.engine.backward
+
+    def counting_loss(lp, *args, **kwargs):
+        seen.append((int(lp.shape[0]), False))
+        return loss_fn(lp, *args, **kwargs)
+
+    def marking_backward(loss, boundary=None):
+        seen[-1] = (seen[-1][0], bool(boundary))
+        return backward(loss, boundary=boundary)
+
+    tr.loss_fn = counting_loss
+    tr.engine.backward = marking_backward
+    return seen
+
+
+def test_each_sequence_is_trained_once_when_micro_does_not_divide_the_update(
+    tiny_base, tiny_data, tmp_path
+) -> None:
+    """global_batch_size * n = 4 sequences per update, micro-batches of 3 (the config check rejects this; the
+    trainer must still be right): 8 sequences give updates of 4 + 4, each as micro-batches 3 + 1. The old
+    windows overlapped and trained 11 sequences, the middle micro-batch twice."""
+    cfg = _cfg(
+        tiny_base, tmp_path, steps=1, rollout_batch_size=4, n=2, global_batch_size=2, micro_batch_size=3
+    )
+    tr = _trainer(cfg, tiny_data)
+    seen = _record_training(tr)
+    tr.step()
+    assert seen == [(3, False), (1, True), (3, False), (1, True)]
+
+
+def test_same_update_as_one_micro_batch_of_8_or_8_of_1(tiny_sft, tiny_data, tmp_path) -> None:
+    """TRL-style invariance: one update over the same 8 sequences, as 1 micro-batch of 8 or as 8 micro-batches
+    of 1 with gradient accumulation, gives the same gradient and the same new weights."""
+    grads, params = {}, {}
+    for micro in (8, 1):
+        cfg = _cfg(
+            tiny_sft,
+            tmp_path / str(micro),
+            steps=1,
+            rollout_batch_size=2,
+            n=4,
+            global_batch_size=2,
+            micro_batch_size=micro,
+        )
+        tr = _trainer(cfg, tiny_data)
+        step = tr.engine.step
+
+        def capturing_step(tr=tr, step=step, micro=micro):
+            if getattr(tr.engine, "_boundary", False):
+                grads[micro] = {
+                    k: p.grad.detach().clone() for k, p in tr.model.named_parameters() if p.grad is not None
+                }
+            return step()
+
+        tr.engine.step = capturing_step
+        stats = tr.step()
+        assert stats.kept_groups == 2
+        params[micro] = {k: p.detach().clone() for k, p in tr.model.named_parameters() if p.requires_grad}
+    assert grads[8].keys() == grads[1].keys() and grads[8]
+    for k in grads[8]:
+        assert torch.allclose(grads[8][k], grads[1][k], rtol=1e-4, atol=1e-7), k
+    for k in params[8]:  # Adam divides by sqrt(v): float noise in near-zero gradients moves a weight a little
+        assert torch.allclose(params[8][k], params[1][k], rtol=1e-5, atol=1e-2 * tr.cfg.lr), k
+
+
+# --------------------------------------------------------------------------------------------------
+# Over-long prompts, missing media, reward timeouts
+
+
+def test_overlong_prompts_are_skipped_counted_and_named(tiny_base, tiny_data, tmp_path, caplog) -> None:
+    """A 20,000-character question is never generated nor trained on (that OOM-killed grpo): it is skipped,
+    counted in ``train/skipped_overlong_prompts`` and named in a warning; the batch is refilled."""
+    records = load_rl_records(tiny_data["train_files"])
+    long = [r for i, r in enumerate(records) if i % 4]  # three records in four
+    for r in long:
+        r["problem"] = "Describe every detail. " * 900  # ~20,000 characters
+    cfg = dataclasses.replace(
+        _cfg(tiny_base, tmp_path, steps=1), max_prompt_length=1024, max_filter_retries=3, online_filter=False
+    )
+    tr = GRPOTrainer(cfg, records, tiny_data["media_root"], MediaConfig(), "compact", progress=False)
+    with caplog.at_level("WARNING", logger="onethinker.rl.trainer"):
+        stats = tr.step()
+    assert stats.metrics["train/skipped_overlong_prompts"] >= 1
+    assert stats.kept_groups >= 1
+    assert "max_prompt_length=1024" in caplog.text and "problem_id" in caplog.text
+    trained = {s["problem_id"] for s in stats.table_rows}
+    assert not trained & {str(r["problem_id"]) for r in long}
+
+
+def test_missing_media_names_the_record(tiny_base, tiny_data, tmp_path) -> None:
+    from onethinker.data.media import MediaError
+
+    records = [r for r in load_rl_records(tiny_data["train_files"]) if r.get("images")][:4]
+    for r in records:
+        r["images"] = ["images/not-there.png"]
+    tr = GRPOTrainer(
+        _cfg(tiny_base, tmp_path, steps=1),
+        records,
+        tiny_data["media_root"],
+        MediaConfig(),
+        "compact",
+        progress=False,
+        source="data/train/rl.json",
+    )
+    with pytest.raises(
+        MediaError, match=r"data/train/rl.json: record \d+ \(problem_id .+\): image file not found"
+    ):
+        tr.step()
+
+
+def test_reward_timeouts_are_counted_per_task() -> None:
+    from types import SimpleNamespace
+
+    from onethinker.rl.trainer import Sequence
+
+    def seq(slug_pt: str, reasons: list[str]) -> Sequence:
+        ex = SimpleNamespace(slug=slug_pt)
+        score = {"overall": 0.1, "accuracy": 0.0, "format": 1.0, "structure": 0.5, "reasons": reasons}
+        return Sequence(0, ex, {}, None, score, [1, 2])  # type: ignore[arg-type]
+
+    groups = [[seq("math", ["timeout"]), seq("math", ["incorrect"]), seq("multiple_choice", ["timeout"])]]
+    m = GRPOTrainer._reward_metrics(None, groups)  # type: ignore[arg-type]
+    assert m["train/timeouts/math"] == 1.0 and m["train/timeouts/multiple_choice"] == 1.0
+    assert m["train/timeouts"] == 2.0 and "train/reward_fallbacks" in m

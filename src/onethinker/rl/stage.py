@@ -76,10 +76,12 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
     cfg = p.grpo
     check_engine(cfg.engine, "grpo.engine")
     data = PreparedData.load(p.data.root, p)
-    trainer = GRPOTrainer(cfg, data.rooted("rl"), p.media, p.prompt.style)
+    trainer = GRPOTrainer(cfg, data.rooted("rl"), p.media, p.prompt.style, reward_options=p.reward)
     is_main = trainer.rank == 0
     run_ctx = (
-        tracking.stage_run("grpo", {"grpo": to_dict(cfg), "media": to_dict(p.media)})
+        tracking.stage_run(
+            "grpo", {"grpo": to_dict(cfg), "media": to_dict(p.media), "reward": to_dict(p.reward)}
+        )
         if cfg.log_mlflow and is_main
         else contextlib.nullcontext()
     )
@@ -103,11 +105,7 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
             if run is not None and step % cfg.log_every == 0:
                 tracking.log_metrics(stats.metrics, step=step)
             if run is not None and step % cfg.rollout_table_every == 0 and stats.table_rows:
-                import mlflow
-
-                mlflow.log_table(
-                    data=_columns(stats.table_rows), artifact_file=f"rollouts/step_{step:06d}.json"
-                )
+                tracking.log_table(_columns(stats.table_rows), artifact_file=f"rollouts/step_{step:06d}.json")
             if step % cfg.save_every == 0 or step == cfg.steps:
                 trainer.save()
                 if is_main:
@@ -158,6 +156,8 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
                 cfg.generation_batch_size,
                 Path(cfg.plots_dir) / "heldout_predictions.jsonl",
                 engine=trainer.rollout,  # the engine that trained, holding the final weights
+                max_prompt_length=cfg.max_prompt_length,
+                reward_options=p.reward,
             )
         pngs = write_curves(history, Path(cfg.plots_dir))
         metrics_path, _ = write_with_headline(
@@ -166,14 +166,12 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
             heldout_headline(summary, "grpo"),
         )
         if run is not None:
-            import mlflow
-
             flat = mlflow_metrics(summary.get("heldout", {}))
             tracking.log_metrics(flat)
-            mlflow.log_artifact(str(metrics_path))
+            tracking.log_artifact(metrics_path)
             for png in pngs:
-                mlflow.log_artifact(str(png), artifact_path="plots")
-            mlflow.set_tag("model_dir", str(out.resolve()))
+                tracking.log_artifact(png, artifact_path="plots")
+            tracking.set_tags({"model_dir": str(out.resolve())})
             summary["mlflow_run_id"] = run.info.run_id
     return summary
 

@@ -25,6 +25,7 @@ cannot run Qwen3-VL.
 
 from __future__ import annotations
 
+import logging
 import math
 import time
 from collections import defaultdict
@@ -44,6 +45,9 @@ from onethinker.data.examples import Example, prompt_example
 from onethinker.generation import make_engine
 from onethinker.generation.base import Completion, RolloutEngine, SamplingParams
 from onethinker.generation.hf import HFRolloutEngine, encode_prompt, tokenizer_of
+from onethinker.rewards.options import RewardConfig
+from onethinker.rewards.parsing import TIMEOUT as TIMEOUT_REASON
+from onethinker.rewards.registry import fallbacks
 from onethinker.rl.advantages import EMAState, compute_advantages
 from onethinker.rl.config import GRPOConfig
 from onethinker.rl.loss import PolicyLoss
@@ -58,6 +62,7 @@ from onethinker.training.model_utils import (
 )
 
 Logger = Callable[[dict[str, float], int], None]
+log = logging.getLogger(__name__)
 
 
 @dataclass
@@ -157,6 +162,23 @@ def is_malformed(score: dict[str, Any]) -> bool:
     return float(score.get("format", 0.0)) < 1.0
 
 
+def timed_out(score: dict[str, Any]) -> bool:
+    """The reward's symbolic comparison was over its time or size budget (scored 0)."""
+    return TIMEOUT_REASON in score.get("reasons", ())
+
+
+def update_windows(n_seqs: int, per_update: int, micro: int) -> list[list[tuple[int, int]]]:
+    """Slices ``[start, end)`` of the sequences, per optimizer update: consecutive updates of ``per_update``
+    sequences (the last one shorter when the batch is), each cut into micro-batches of at most ``micro``
+    sequences. A micro-batch never straddles two updates, so every sequence is trained on exactly once per
+    epoch (e.g. 10 sequences, 6 per update, micro 4: [[(0, 4), (4, 6)], [(6, 10)]])."""
+    out = []
+    for start in range(0, n_seqs, per_update):
+        end = min(n_seqs, start + per_update)
+        out.append([(i, min(end, i + micro)) for i in range(start, end, micro)])
+    return out
+
+
 @dataclass
 class StepStats:
     metrics: dict[str, float]
@@ -175,6 +197,7 @@ class GRPOTrainer:
         style: PromptStyle,
         rollout: RolloutEngine | None = None,
         progress: bool = True,
+        reward_options: RewardConfig | None = None,
     ):
         from onethinker.modeling import load_model, load_processor
 
@@ -225,6 +248,9 @@ class GRPOTrainer:
         tok = tokenizer_of(self.processor)
         self.pad_id = tok.pad_token_id
         self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
+        self.reward_options = reward_options
+        self.skipped_overlong: set[int] = set()
+        """Records whose prompt is longer than ``max_prompt_length`` (never generated nor trained on)."""
         self.ema = EMAState()
         self.step_no, self.position = 0, 0
         self._perms: dict[int, np.ndarray] = {}
@@ -260,10 +286,13 @@ class GRPOTrainer:
             item = self.records[i]
             ex = prompt_example(item.record, item.root, self.media, self.style)
             enc = encode_prompt(self.processor, ex)
-            if len(self._prompt_cache) < 20000:
+            if len(self._prompt_cache) < 20000 and not self._overlong(enc):
                 self._prompt_cache[i] = (ex, enc)
             return ex, enc
         return self._prompt_cache[i]
+
+    def _overlong(self, enc: dict[str, torch.Tensor]) -> bool:
+        return int(enc["input_ids"].shape[-1]) > self.cfg.max_prompt_length
 
     # ---------------------------------------------------------------------------------- checkpoints
     def save(self) -> None:
@@ -288,12 +317,31 @@ class GRPOTrainer:
         return self.step_no
 
     # ---------------------------------------------------------------------------------- one step
-    def _rollout_round(self, count: int, group_offset: int) -> tuple[list[list[Sequence]], float, float]:
+    def _rollout_round(self, count: int, group_offset: int) -> tuple[list[list[Sequence]], float, float, int]:
+        """Draw ``count`` prompts, generate and score their groups. Prompts longer than ``max_prompt_length``
+        are skipped (no group; a warning names each the first time): returns (groups, rollout seconds, reward
+        seconds, skipped prompts)."""
         from onethinker.rewards import compute_score
 
         cfg = self.cfg
         idx = self._next_prompts(count)
-        prompts = [self._prompt(i) for i in idx]
+        prompts = []
+        skipped = 0
+        for i in idx:
+            ex, enc = self._prompt(i)
+            if self._overlong(enc):
+                skipped += 1
+                if i not in self.skipped_overlong:
+                    self.skipped_overlong.add(i)
+                    log.warning(
+                        "%s: prompt of %d tokens is longer than "
+                        "grpo.max_prompt_length=%d; skipped (not generated, not trained on)",
+                        self.records[i].record.where,
+                        int(enc["input_ids"].shape[-1]),
+                        cfg.max_prompt_length,
+                    )
+                continue
+            prompts.append((ex, enc))
         t0 = time.perf_counter()
         hf = isinstance(self.rollout, HFRolloutEngine)
         sampling = SamplingParams(
@@ -307,7 +355,9 @@ class GRPOTrainer:
             seed=None if hf else self._rollout_seed(group_offset),
             logprobs=not hf,
         )
-        if hf:
+        if not prompts:
+            completions: list[list[Completion]] = []
+        elif hf:
             completions = self.rollout.generate(
                 [p[0] for p in prompts], sampling, encoded=[p[1] for p in prompts]
             )
@@ -317,7 +367,7 @@ class GRPOTrainer:
         items = [
             ex.reward_item(c.text) for (ex, _), group in zip(prompts, completions, strict=True) for c in group
         ]
-        scores = compute_score(items)
+        scores = compute_score(items, options=self.reward_options)
         t2 = time.perf_counter()
         groups, k = [], 0
         for g, ((ex, enc), group) in enumerate(zip(prompts, completions, strict=True)):
@@ -335,7 +385,7 @@ class GRPOTrainer:
                 )
                 k += 1
             groups.append(seqs)
-        return groups, t1 - t0, t2 - t1
+        return groups, t1 - t0, t2 - t1, skipped
 
     def _rollout_seed(self, group_offset: int) -> int:
         """The sampling seed of one rollout round: a function of the run's seed, the step, the round (its
@@ -356,12 +406,13 @@ class GRPOTrainer:
         rollout_s = reward_s = 0.0
         all_groups: list[list[Sequence]] = []
         kept: list[list[Sequence]] = []
-        retries = 0
+        retries = skipped = 0
         need = cfg.rollout_batch_size
         while True:
-            groups, r_s, w_s = self._rollout_round(need, len(all_groups))
+            groups, r_s, w_s, n_skipped = self._rollout_round(need, len(all_groups))
             rollout_s += r_s
             reward_s += w_s
+            skipped += n_skipped
             all_groups.extend(groups)
             kept.extend(g for g in groups if self._keep(g))
             if len(kept) >= cfg.rollout_batch_size or retries >= cfg.max_filter_retries:
@@ -375,6 +426,7 @@ class GRPOTrainer:
         )
         metrics["train/batch_fill"] = len(kept) / cfg.rollout_batch_size
         metrics["train/filter_retries"] = float(retries)
+        metrics["train/skipped_overlong_prompts"] = float(skipped)
 
         # advantages over the kept groups (the EMA sees exactly the scores that are trained on)
         seqs = [s for g in kept for s in g]
@@ -414,11 +466,12 @@ class GRPOTrainer:
     def _update(self, kept: list[list[Sequence]]) -> dict[str, float]:
         cfg = self.cfg
         stats: dict[str, list[float]] = defaultdict(list)
-        # old log-probs (and reference log-probs) before any update of this step
-        micro = cfg.micro_batch_size
         seqs = [s for g in kept for s in g]
-        batches = [seqs[i : i + micro] for i in range(0, len(seqs), micro)]
-        built = [build_batch(b, self.pad_id) for b in batches]  # once per step, reused by every PPO epoch
+        windows = update_windows(len(seqs), cfg.global_batch_size * cfg.n, cfg.micro_batch_size)
+        chunks = [c for w in windows for c in w]
+        batches = [seqs[a:b] for a, b in chunks]
+        built = [build_batch(b, self.pad_id) for b in batches]  # once per step, reused every epoch
+        # old log-probs (and reference log-probs) before any update of this step
         old, ref = [], []
         self.rollout_sleep()
         self.model.eval()
@@ -429,24 +482,24 @@ class GRPOTrainer:
                     ref.append(token_logprobs(self.ref_model, batch, self.dev)[0].cpu())
         stats.update(rollout_logprob_gap(batches, built, old))
         self.model.train()
-        per_update = cfg.global_batch_size * cfg.n
         for _ in range(cfg.ppo_epochs):
-            for start in range(0, len(seqs), per_update):
-                window = list(range(start // micro, math.ceil(min(len(seqs), start + per_update) / micro)))
-                n_tok = sum(sum(len(s.response_ids) for s in batches[j]) for j in window)
-                n_seq = sum(len(batches[j]) for j in window)
-                for pos, j in enumerate(window):
-                    b, batch = batches[j], built[j]
+            j = 0  # index into chunks / built / old / ref
+            for window in windows:
+                first, last = window[0][0], window[-1][1]
+                n_tok = sum(len(s.response_ids) for s in seqs[first:last])
+                n_seq = last - first
+                for pos, (a, b) in enumerate(window):
+                    batch = built[j]
                     lp, ent = token_logprobs(self.engine.module, batch, self.dev, with_entropy=True)
                     mask = batch["response_mask"].to(self.dev)  # (B, L-1)
-                    adv = torch.tensor([s.advantage for s in b], device=self.dev)  # (B,)
+                    adv = torch.tensor([s.advantage for s in seqs[a:b]], device=self.dev)  # (B,)
                     out = self.loss_fn(
                         lp, old[j].to(self.dev), adv, mask, ref[j].to(self.dev) if ref else None, ent
                     )
                     weight = (
                         (float(mask.sum()) / max(1, n_tok))
                         if cfg.loss_agg == "token-mean"
-                        else len(b) / n_seq
+                        else (b - a) / n_seq
                     )
                     self.engine.backward(out.loss * weight, boundary=pos == len(window) - 1)
                     grad_norm = self.engine.step()
@@ -457,6 +510,7 @@ class GRPOTrainer:
                     stats["train/approx_kl"].append(float(out.approx_kl))
                     stats["train/policy_loss"].append(float(out.policy_loss))
                     stats["train/entropy"].append(float(out.entropy))
+                    j += 1
         self.model.eval()
         self.rollout.load_weights(self.engine.unwrapped())
         if getattr(self.rollout, "last_sync_gap", None) is not None:
@@ -484,11 +538,14 @@ class GRPOTrainer:
             m[f"train/reward_std/{slug}"] = float(np.std([s.score["overall"] for s in seqs]))
             m[f"train/malformed_rate/{slug}"] = float(np.mean([is_malformed(s.score) for s in seqs]))
             m[f"train/response_length/{slug}"] = float(np.mean([len(s.response_ids) for s in seqs]))
+            m[f"train/timeouts/{slug}"] = float(sum(timed_out(s.score) for s in seqs))
         every = [s for g in groups for s in g]
         if every:
             m["train/reward/overall"] = float(np.mean([s.score["overall"] for s in every]))
             m["train/reward/accuracy"] = float(np.mean([s.score["accuracy"] for s in every]))
             m["train/malformed_rate"] = float(np.mean([is_malformed(s.score) for s in every]))
+            m["train/timeouts"] = float(sum(timed_out(s.score) for s in every))
+        m["train/reward_fallbacks"] = float(sum(fallbacks().values()))
         return m
 
     @staticmethod
