@@ -23,6 +23,11 @@ class EvaluateConfig:
     max_per_benchmark: int | None = None
     """Evaluate at most this many records per benchmark (None = all)."""
     max_new_tokens: int = 160
+    """Tokens generated per answer at most."""
+    max_prompt_length: int = 4096
+    """Prompts (question, options and media tokens) longer than this many tokens are not generated: the
+    sample scores 0, a warning names it and ``skipped_overlong_prompts`` counts it (skipped rather than
+    truncated: a cut prompt loses its question or breaks the media placeholders)."""
     batch_size: int = 32
     engine: Literal["hf", "vllm"] = "hf"
     """``hf``: Hugging Face ``generate``; ``vllm``: vLLM's offline engine (GPU workers; checked at load)."""
@@ -47,6 +52,8 @@ class EvaluateConfig:
             raise ConfigError(f"{key}.batch_size: must be >= 1")
         if self.max_new_tokens < 1:
             raise ConfigError(f"{key}.max_new_tokens: must be >= 1")
+        if self.max_prompt_length < 1:
+            raise ConfigError(f"{key}.max_prompt_length: must be >= 1")
         if self.mask_decoder == "sam2" and not (self.sam2_config and self.sam2_checkpoint):
             raise ConfigError(f"{key}.mask_decoder: sam2 needs {key}.sam2_config and {key}.sam2_checkpoint")
 

@@ -89,13 +89,20 @@ def task_metrics(
 
 
 def score_benchmark(
-    records: Sequence[Record], responses: Sequence[str], masks: MaskFn | None = None
+    records: Sequence[Record],
+    responses: Sequence[str],
+    masks: MaskFn | None = None,
+    reward_options: Any = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Reward parts per sample and official metrics per task. Returns (summary, per-sample rows)."""
+    """Reward parts per sample and official metrics per task. Returns (summary, per-sample rows).
+
+    A task whose answers ran over the reward's time or size budget gets ``timeout_rate`` (the share of its
+    samples scored 0 for that reason); ``reward_options`` are the reward's (default: strict math)."""
     from onethinker.rewards import compute_score
+    from onethinker.rewards.parsing import TIMEOUT
 
     items = [r.reward_item(resp) for r, resp in zip(records, responses, strict=True)]
-    scores = compute_score(items)
+    scores = compute_score(items, options=reward_options)
     rows, by_slug = [], defaultdict(list)
     for i, (r, item, s) in enumerate(zip(records, items, scores, strict=True)):
         slug = r.slug
@@ -121,6 +128,9 @@ def score_benchmark(
             "structure": float(np.mean([x["structure"] for x in part])),
             "overall": float(np.mean([x["overall"] for x in part])),
         }
+        timeouts = sum(1 for x in part if TIMEOUT in x["reasons"])
+        if timeouts:
+            t["timeout_rate"] = timeouts / len(part)
         t.update(task_metrics(slug, [records[i] for i in idx], [responses[i] for i in idx], masks))
         tasks[slug] = t
     summary = {

@@ -16,7 +16,7 @@ import json
 import logging
 import shutil
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +27,7 @@ from onethinker.evaluation.config import EvaluateConfig
 from onethinker.evaluation.core import model_summary, score_benchmark
 from onethinker.generation.base import check_engine
 from onethinker.metrics_files import eval_headline, write_with_headline
+from onethinker.rewards.options import RewardConfig
 
 log = logging.getLogger(__name__)
 detail_log = logging.getLogger(f"{__name__}.detail")
@@ -49,10 +50,23 @@ def _benchmarks(cfg: EvaluateConfig, p: Params) -> list[tuple[str, list[RootedRe
     return [(f.name, records) for f, records in data.eval_sets()]
 
 
-def answer_settings(cfg: EvaluateConfig, media: MediaConfig, style: PromptStyle) -> list[Any]:
-    """The settings that shape a model's answers to the same questions (the generation cache and the sample
-    fingerprint both key on them)."""
-    return [cfg.max_new_tokens, str(style), media.video_fps, media.image_max_pixels, media.video_max_pixels]
+def answer_settings(cfg: EvaluateConfig, media: MediaConfig, style: PromptStyle) -> dict[str, Any]:
+    """Every setting that shapes a model's answers to the same questions: the generation cache and the sample
+    fingerprint both key on them. The whole ``media`` section is included (a field added to it later is
+    covered too), and so are the engine and the batch size (batched generation pads prompts, which can move
+    a greedy answer)."""
+    return {
+        "max_new_tokens": cfg.max_new_tokens,
+        "max_prompt_length": cfg.max_prompt_length,
+        "prompt_style": str(style),
+        "engine": cfg.engine,
+        "batch_size": cfg.batch_size,
+        "media": to_dict(media),
+    }
+
+
+def settings_key(cfg: EvaluateConfig, media: MediaConfig, style: PromptStyle) -> str:
+    return json.dumps(answer_settings(cfg, media, style), sort_keys=True)
 
 
 def sample_fingerprint(
@@ -60,14 +74,17 @@ def sample_fingerprint(
     cfg: EvaluateConfig,
     media: MediaConfig,
     style: PromptStyle,
+    reward: RewardConfig | None = None,
 ) -> str:
-    """Identifies the evaluation sample: the questions evaluated and the settings that shape the answers.
+    """Identifies the evaluation sample: the questions evaluated, the settings that shape the answers and the
+    reward options that score them.
 
     Two evaluations with the same fingerprint scored the same records the same way, so their accuracies
     can be compared (the registry gate insists on it).
     """
     h = hashlib.sha256()
-    h.update(json.dumps(answer_settings(cfg, media, style)).encode())
+    h.update(settings_key(cfg, media, style).encode())
+    h.update(json.dumps(to_dict(reward or RewardConfig()), sort_keys=True).encode())
     for name, records in benchmarks:
         h.update(name.encode())
         for item in records[: cfg.max_per_benchmark]:
@@ -78,12 +95,14 @@ def sample_fingerprint(
 @dataclass
 class BenchmarkJob:
     """One model on one benchmark: its records (with their media root), the cache file and the answers
-    already in it."""
+    already in it (``skipped``: the cached answers that were never generated, their prompt being over
+    ``max_prompt_length``)."""
 
     bench: str
     records: list[RootedRecord]
     cache_file: Path
     cached: dict[str, str]
+    skipped: set[str] = field(default_factory=set)
 
     @property
     def todo(self) -> list[RootedRecord]:
@@ -98,6 +117,8 @@ class ModelPlan:
     settings: str
     cache_dir: Path
     jobs: list[BenchmarkJob]
+    fingerprint: str = ""
+    """The model files' fingerprint (recorded in ``eval.json``: the registry checks it)."""
 
     @property
     def n(self) -> int:
@@ -108,8 +129,10 @@ class ModelPlan:
         return sum(len(j.todo) for j in self.jobs)
 
 
-def _read_cache(cache_file: Path, settings: str) -> dict[str, str]:
+def _read_cache(cache_file: Path, settings: str) -> tuple[dict[str, str], set[str]]:
+    """The answers cached under ``settings`` and the ids among them whose prompt was too long."""
     cached: dict[str, str] = {}
+    skipped: set[str] = set()
     if cache_file.exists():
         for line in cache_file.read_text().splitlines():
             try:
@@ -118,7 +141,9 @@ def _read_cache(cache_file: Path, settings: str) -> dict[str, str]:
                 continue  # a line cut by an interruption
             if row.get("settings") == settings:
                 cached[str(row["problem_id"])] = row["response"]
-    return cached
+                if row.get("skipped"):
+                    skipped.add(str(row["problem_id"]))
+    return cached, skipped
 
 
 def plan_model(
@@ -134,15 +159,18 @@ def plan_model(
     from onethinker.training.checkpoint import model_fingerprint
 
     # the model's file contents, not their mtimes: a `dvc checkout` or a registry download reuses the cache
-    settings = f"{model_fingerprint(model_dir)}-{json.dumps(answer_settings(cfg, media, style))}"
+    fingerprint = model_fingerprint(model_dir)
+    settings = f"{fingerprint}-{settings_key(cfg, media, style)}"
     cache_dir = Path(cfg.cache_dir) / name
     jobs = []
     for bench, items in benchmarks:
         cache_file = cache_dir / f"{bench}.jsonl"
         jobs.append(
-            BenchmarkJob(bench, items[: cfg.max_per_benchmark], cache_file, _read_cache(cache_file, settings))
+            BenchmarkJob(
+                bench, items[: cfg.max_per_benchmark], cache_file, *_read_cache(cache_file, settings)
+            )
         )
-    return ModelPlan(name, settings, cache_dir, jobs)
+    return ModelPlan(name, settings, cache_dir, jobs, fingerprint)
 
 
 def _count(n: int, noun: str) -> str:
@@ -274,14 +302,18 @@ def evaluate_model(
     decoder,
     progress: bool | EvalProgress = True,
     plan: ModelPlan | None = None,
+    reward_options: RewardConfig | None = None,
 ) -> tuple[dict[str, Any], list[dict[str, Any]]]:
     """Evaluate one model on every benchmark; generation results are cached per model fingerprint (the files'
     contents) and answer settings. ``progress``: an :class:`EvalProgress` shared by several models, or
-    whether to show one for this model alone."""
+    whether to show one for this model alone. The summary records the fingerprint (``model_fingerprint``:
+    what the registry checks before it registers a folder) and how many prompts were over
+    ``max_prompt_length`` (``skipped_overlong_prompts``: not generated, scored 0)."""
     from onethinker.data.examples import prompt_example
     from onethinker.evaluation.masks import prediction_masks
     from onethinker.generation import make_engine
     from onethinker.generation.base import SamplingParams
+    from onethinker.generation.heldout import generate_within
     from onethinker.modeling import load_model, load_processor
     from onethinker.training.model_utils import device
 
@@ -292,10 +324,12 @@ def evaluate_model(
     model = processor = engine = None
     summaries: dict[str, Any] = {}
     all_rows: list[dict[str, Any]] = []
+    skipped_total = 0
     try:
         for job in plan.jobs:
             t0 = time.perf_counter()
-            bench, records, cached, todo = job.bench, job.records, job.cached, job.todo
+            bench, records, cached = job.bench, job.records, job.cached
+            todo = job.todo
             job.cache_file.touch()
             if todo:
                 if engine is None:
@@ -318,18 +352,17 @@ def evaluate_model(
                     for i in range(0, len(todo), cfg.batch_size):
                         chunk = todo[i : i + cfg.batch_size]
                         examples = [prompt_example(x.record, x.root, media, style) for x in chunk]
-                        for x, c in zip(chunk, engine.generate(examples, sampling), strict=True):
-                            cached[x.record.local_id] = c[0].text
-                            out.write(
-                                json.dumps(
-                                    {
-                                        "problem_id": x.record.local_id,
-                                        "response": c[0].text,
-                                        "settings": plan.settings,
-                                    }
-                                )
-                                + "\n"
-                            )
+                        completions, skipped = generate_within(
+                            engine, processor, examples, sampling, cfg.max_prompt_length
+                        )
+                        for j, (x, c) in enumerate(zip(chunk, completions, strict=True)):
+                            pid = x.record.local_id
+                            cached[pid] = c[0].text
+                            row = {"problem_id": pid, "response": c[0].text, "settings": plan.settings}
+                            if j in skipped:
+                                row["skipped"] = "prompt_too_long"
+                                job.skipped.add(pid)
+                            out.write(json.dumps(row) + "\n")
                         out.flush()
                         bar.advance(len(chunk))
             bar.phase(name, bench, "scoring")
@@ -339,9 +372,10 @@ def evaluate_model(
             def masks(record, answer, roots=roots):  # noqa: ANN001, ANN202
                 return prediction_masks(record, answer, roots[id(record)], decoder)
 
-            summary, rows = score_benchmark([x.record for x in records], responses, masks)
+            summary, rows = score_benchmark([x.record for x in records], responses, masks, reward_options)
             bar.advance(len(records))
             summaries[bench] = summary
+            skipped_total += sum(1 for x in records if x.record.local_id in job.skipped)
             all_rows.extend({"model": name, "benchmark": bench, **row} for row in rows)
             detail_log.info(
                 "%s %s: %d samples (%d generated, %d from the cache), accuracy %.3f, format %.2f, %.1fs",
@@ -359,7 +393,10 @@ def evaluate_model(
             engine.close()  # frees vLLM's memory before the next model
         if own_bar:
             bar.close()
-    return model_summary(summaries), all_rows
+    result = model_summary(summaries)
+    result["model_fingerprint"] = plan.fingerprint
+    result["skipped_overlong_prompts"] = skipped_total
+    return result, all_rows
 
 
 def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
@@ -417,13 +454,13 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
     reports.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
     run_ctx = (
-        tracking.stage_run("evaluate", {"evaluate": to_dict(cfg)})
+        tracking.stage_run("evaluate", {"evaluate": to_dict(cfg), "reward": to_dict(p.reward)})
         if cfg.log_mlflow
         else contextlib.nullcontext()
     )
     with run_ctx as run:
         result: dict[str, Any] = {"models": {}}
-        result["sample"] = sample_fingerprint(benchmarks, cfg, p.media, p.prompt.style)
+        result["sample"] = sample_fingerprint(benchmarks, cfg, p.media, p.prompt.style, p.reward)
         model_dirs = {name: Path(cfg.model_dir(name)) for name in cfg.models}
         for name, model_dir in model_dirs.items():
             if not (model_dir / "config.json").exists():
@@ -448,6 +485,7 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
                     decoder,
                     bar,
                     plan,
+                    reward_options=p.reward,
                 )
             except BaseException:
                 bar.close()
@@ -459,8 +497,6 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
             (pred_dir / f"{name}.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
             written.append(pred_dir / f"{name}.jsonl")
             if run is not None:
-                import mlflow
-
                 flat = {
                     f"eval/{name}/mean_accuracy": summary["mean_accuracy"],
                     f"eval/{name}/format_rate": summary["format_rate"],
@@ -485,16 +521,14 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
                 for r in rows:
                     for k in cols:
                         cols[k].append(r.get(k) if k != "problem_id" else str(r.get(k)))
-                mlflow.log_table(data=cols, artifact_file=f"predictions/{name}.json")
+                tracking.log_table(cols, artifact_file=f"predictions/{name}.json")
         bar.close()
         result["eval_seconds"] = round(time.perf_counter() - t0, 2)
         pngs = write_plots(result, reports)
         written += [reports / "accuracy_by_task.csv", *pngs, reports / "evaluate.log"]
         if run is not None:
-            import mlflow
-
             for png in pngs:
-                mlflow.log_artifact(str(png), artifact_path="plots")
+                tracking.log_artifact(png, artifact_path="plots")
             result["mlflow_run_id"] = run.info.run_id
     written = [
         *write_with_headline(cfg.metrics_file, result, eval_headline(result), sort_keys=False),
@@ -528,11 +562,19 @@ def evaluate_logged_model(model_uri: str, p: Params, progress: bool = True) -> d
         model_dir = local / flavor["artifacts"][MODEL_ARTIFACT]["path"]
         t0 = time.perf_counter()
         summary, _ = evaluate_model(
-            "registered", model_dir, benchmarks, cfg, p.media, p.prompt.style, decoder, progress
+            "registered",
+            model_dir,
+            benchmarks,
+            cfg,
+            p.media,
+            p.prompt.style,
+            decoder,
+            progress,
+            reward_options=p.reward,
         )
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return {
         "models": {"registered": summary},
-        "sample": sample_fingerprint(benchmarks, cfg, p.media, p.prompt.style),
+        "sample": sample_fingerprint(benchmarks, cfg, p.media, p.prompt.style, p.reward),
         "model_uri": model_uri,
     }

@@ -64,7 +64,13 @@ def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, A
     is_main = int(os.environ.get("RANK", "0")) == 0
     run_ctx = (
         tracking.stage_run(
-            "sft", {"sft": to_dict(cfg), "media": to_dict(p.media), "prompt": to_dict(p.prompt)}
+            "sft",
+            {
+                "sft": to_dict(cfg),
+                "media": to_dict(p.media),
+                "prompt": to_dict(p.prompt),
+                "reward": to_dict(p.reward),
+            },
         )
         if cfg.log_mlflow and is_main
         else contextlib.nullcontext()
@@ -108,17 +114,17 @@ def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, A
                 cfg.heldout_max_new_tokens,
                 cfg.generation_batch_size,
                 Path("reports") / "sft" / "heldout_predictions.jsonl",
+                max_prompt_length=cfg.cutoff_len,
+                reward_options=p.reward,
             )
         metrics_path, _ = write_with_headline(cfg.metrics_file, summary, heldout_headline(summary, "sft"))
         if run is not None:
-            import mlflow
-
             flat = mlflow_metrics(summary.get("heldout", {}))
             flat.update({"perf/sft_seconds": result.seconds, "perf/tokens_per_s_mean": result.tokens_per_s})
             tracking.log_metrics(flat)
-            mlflow.log_artifact(str(metrics_path))
+            tracking.log_artifact(metrics_path)
             if _folder_mb(out) < 200:
-                mlflow.log_artifacts(str(out), artifact_path="model")
-            mlflow.set_tag("model_dir", str(out.resolve()))
+                tracking.log_artifacts(out, artifact_path="model")
+            tracking.set_tags({"model_dir": str(out.resolve())})
             summary["mlflow_run_id"] = run.info.run_id
     return summary
