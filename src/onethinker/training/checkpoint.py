@@ -3,7 +3,7 @@
 Layout under a checkpoint root (outside the stage's DVC outputs, so ``dvc repro`` does not delete it
 before a resumed run)::
 
-    <root>/step-00000040/   engine state (model, optimizer, scheduler), rng.pt, trainer_state.json
+    <root>/step-00000040/   engine state (model, optimizer, scheduler), rng-<rank>.pt, trainer_state.json
     <root>/latest           the name of the newest complete checkpoint
 
 A checkpoint is written into ``.tmp-step-…`` and renamed when complete, then ``latest`` is replaced
@@ -12,6 +12,10 @@ holds the step, the data position and any algorithm state (e.g. EMA-GRPO's stati
 config and of the starting model's files (``model_fingerprint``): a checkpoint written under other settings or
 from another starting model is never resumed. It is moved aside to ``<root>.stale-<hash>`` (nothing is
 deleted) and training starts from step 0.
+
+Nothing in a checkpoint needs more than ``torch.load(weights_only=True)``: model, optimizer and scheduler
+state are tensors and plain containers, and RNG states are stored as tensors and numbers (numpy's as an
+int64 tensor), so a pickle planted in the folder is refused (:class:`UnsafeCheckpointError`) instead of run.
 """
 
 from __future__ import annotations
@@ -20,6 +24,7 @@ import hashlib
 import json
 import logging
 import os
+import pickle
 import random
 import shutil
 from pathlib import Path
@@ -50,16 +55,73 @@ def model_fingerprint(model_dir: str | Path) -> str:
     return digest.hexdigest()[:16]
 
 
+class UnsafeCheckpointError(RuntimeError):
+    """A checkpoint file holds more than tensors and plain containers: it is not unpickled."""
+
+
+def safe_load(path: Path) -> Any:
+    """``torch.load(path, weights_only=True)``: tensors, numbers, strings and containers only, so a file
+    planted in a checkpoint folder cannot run code. Anything else raises UnsafeCheckpointError naming it."""
+    try:
+        return torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        raise UnsafeCheckpointError(
+            f"refusing to load {path}: it holds objects beyond tensors and plain containers, which could run "
+            f"code when unpickled ({str(exc).splitlines()[0]}). Checkpoints are written in safe formats; move "
+            f"the checkpoint folder aside to start fresh."
+        ) from None
+
+
+def check_pickles(directory: Path, allowed: tuple[str, ...]) -> None:
+    """Refuse a folder of checkpoint files that a foreign loader unpickles without ``weights_only`` (DeepSpeed's):
+    every ``*.pt`` may only refer to globals under the ``allowed`` prefixes (read from the pickle's opcodes by
+    ``torch.serialization.get_unsafe_globals_in_checkpoint``, nothing is executed)."""
+    for path in sorted(Path(directory).rglob("*.pt")):
+        try:
+            names = torch.serialization.get_unsafe_globals_in_checkpoint(str(path))
+        except Exception as exc:  # noqa: BLE001 - not a torch file at all
+            raise UnsafeCheckpointError(
+                f"refusing to load {path}: not a torch checkpoint file ({exc})"
+            ) from None
+        bad = [n for n in names if not n.startswith(allowed)]
+        if bad:
+            raise UnsafeCheckpointError(
+                f"refusing to load {path}: it refers to {', '.join(sorted(bad)[:5])}, which could run code when "
+                f"unpickled; move the checkpoint folder aside to start fresh"
+            )
+
+
 def rng_state() -> dict[str, Any]:
-    state = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    """Every RNG's state as tensors and plain numbers (loadable with ``weights_only=True``)."""
+    version, internal, gauss_next = random.getstate()
+    _, keys, pos, has_gauss, cached_gaussian = np.random.get_state()
+    state: dict[str, Any] = {
+        "python": {"version": version, "internal": list(internal), "gauss_next": gauss_next},
+        "numpy": {
+            "keys": torch.from_numpy(np.asarray(keys, dtype=np.int64)),
+            "pos": int(pos),
+            "has_gauss": int(has_gauss),
+            "cached_gaussian": float(cached_gaussian),
+        },
+        "torch": torch.get_rng_state(),
+    }
     if torch.cuda.is_available():
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
 
 def set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    py, npy = state["python"], state["numpy"]
+    random.setstate((py["version"], tuple(py["internal"]), py["gauss_next"]))
+    np.random.set_state(
+        (
+            "MT19937",
+            npy["keys"].numpy().astype(np.uint32),
+            npy["pos"],
+            npy["has_gauss"],
+            npy["cached_gaussian"],
+        )
+    )
     torch.set_rng_state(state["torch"])
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -96,8 +158,8 @@ def save_checkpoint(root: Path, step: int, engine, state: dict[str, Any], keep: 
         latest_tmp = root / ".latest.tmp"
         latest_tmp.write_text(name)
         os.replace(latest_tmp, root / "latest")
-        ckpts = sorted(p for p in root.glob("step-*") if p.is_dir())
-        for old in ckpts[:-keep]:
+        ckpts = sorted(p for p in root.glob("step-*") if p.is_dir() and p.name != name)
+        for old in ckpts[: max(0, len(ckpts) - (max(1, keep) - 1))]:  # `latest` (this one) is always kept
             shutil.rmtree(old, ignore_errors=True)
     _barrier()
     return root / name
@@ -149,4 +211,4 @@ def restore(path: Path, engine) -> None:
     rng_file = path / f"rng-{rank}.pt"
     if not rng_file.exists():
         rng_file = path / "rng-0.pt"
-    set_rng_state(torch.load(rng_file, weights_only=False))
+    set_rng_state(safe_load(rng_file))

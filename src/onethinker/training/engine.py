@@ -120,8 +120,10 @@ class TorchEngine:
         torch.save(self.state_dict(), directory / "optim.pt")
 
     def load(self, directory: Path) -> None:
-        self.module.load_state_dict(torch.load(directory / "model.pt", map_location="cpu", weights_only=True))
-        state = torch.load(directory / "optim.pt", map_location="cpu", weights_only=False)
+        from onethinker.training.checkpoint import safe_load
+
+        self.module.load_state_dict(safe_load(directory / "model.pt"))
+        state = safe_load(directory / "optim.pt")
         self.optimizer.load_state_dict(state["optimizer"])
         self.scheduler.load_state_dict(state["scheduler"])
         self.micro = int(state["micro"])
@@ -165,6 +167,10 @@ def load_deepspeed_config(path: str | Path, cfg: OptimConfig, micro_batch: int) 
         if v == "auto":
             zero.pop(k)
     return ds
+
+
+DEEPSPEED_GLOBALS = ("torch.", "deepspeed.", "numpy.", "collections.", "argparse.Namespace")
+"""What a DeepSpeed checkpoint file may refer to (module prefixes); anything else is refused before loading."""
 
 
 class DeepSpeedEngine:
@@ -216,6 +222,11 @@ class DeepSpeedEngine:
         self.engine.save_checkpoint(str(directory), tag="engine")
 
     def load(self, directory: Path) -> None:
+        from onethinker.training.checkpoint import check_pickles
+
+        check_pickles(
+            Path(directory) / "engine", DEEPSPEED_GLOBALS
+        )  # DeepSpeed unpickles with weights_only=False
         self.engine.load_checkpoint(str(directory), tag="engine")
 
     def unwrapped(self) -> torch.nn.Module:
