@@ -20,7 +20,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from reward_helpers import assert_in_range, assert_same, wrap
 
-from onethinker.rewards import RewardOptions, compute_score, reference, summarize
+from onethinker.rewards import RewardConfig, compute_score, reference, summarize
 from onethinker.rewards.sandbox import sandbox
 
 _B = [0, 0, 10, 10]
@@ -230,7 +230,7 @@ def test_fuzz_malformed_items(items: list) -> None:
 # --------------------------------------------------------------------------------------------------
 # Adversarial answers: huge numbers, deep nesting, megabyte answers, near-miss JSON, under a time budget
 
-BUDGET = RewardOptions(timeout_s=3.0)
+BUDGET = RewardConfig(timeout_s=3.0)
 """A tighter budget than the default, so a stall would show; a kill takes well under a second on top."""
 KILL_SLACK_S = 2.0
 
@@ -332,7 +332,7 @@ def test_known_killers_score_zero_as_timeout_in_time() -> None:
     import sys
 
     killers = ["9**9**9", "1e999999", "10**10**10**10", "(" * 5000 + "1" + ")" * 5000, "1" * 1_000_000]
-    budget = RewardOptions().timeout_s
+    budget = RewardConfig().timeout_s
     try:
         done = subprocess.run(
             [sys.executable, "-c", _KILLER_SCRIPT],

@@ -146,11 +146,17 @@ def test_decoding_a_long_clip_keeps_only_the_sampled_frames(tmp_path: Path) -> N
     write_video(path, np.stack([np.roll(base, 3 * i, axis=1) for i in range(600)]), fps=25)
     whole_clip = 600 * 240 * 320 * 3
     out = subprocess.run(
-        [sys.executable, "-c", _PEAK_SCRIPT, str(path)], capture_output=True, text=True, check=True, timeout=300
+        [sys.executable, "-c", _PEAK_SCRIPT, str(path)],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=300,
     ).stdout.split()
     frames, growth = int(out[0]), int(out[1])
     assert frames == 8
-    assert growth < whole_clip / 4, f"peak grew {growth / 2**20:.0f} MiB for a {whole_clip / 2**20:.0f} MiB clip"
+    assert growth < whole_clip / 4, (
+        f"peak grew {growth / 2**20:.0f} MiB for a {whole_clip / 2**20:.0f} MiB clip"
+    )
 
 
 def test_resolve_under_refuses_escapes(tmp_path: Path) -> None:

@@ -14,7 +14,7 @@ Benchmark (batched vs reference on a mixed batch of 10,000 responses)::
 """
 
 from onethinker.rewards.judge import HttpJudge, JudgeError
-from onethinker.rewards.options import PARITY, RewardOptions
+from onethinker.rewards.options import PARITY, RewardConfig
 from onethinker.rewards.parsing import MALFORMED_REASONS
 from onethinker.rewards.registry import (
     REGISTRY,
@@ -56,7 +56,7 @@ __all__ = [
     "REGISTRY",
     "BatchScores",
     "FastPathError",
-    "RewardOptions",
+    "RewardConfig",
     "HttpJudge",
     "JudgeError",
     "Task",

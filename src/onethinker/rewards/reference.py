@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 
-from onethinker.rewards.options import RewardOptions, using
+from onethinker.rewards.options import RewardConfig, using
 from onethinker.rewards.registry import REGISTRY, STRUCTURE_MAX
 from onethinker.rewards.scoring import check_format_weight, finalize, prepare
 
@@ -30,7 +30,7 @@ def score_one(item: object, format_weight: float = 0.1) -> dict:
 
 
 def compute_score(
-    items: Sequence[object], format_weight: float = 0.1, *, options: RewardOptions | None = None
+    items: Sequence[object], format_weight: float = 0.1, *, options: RewardConfig | None = None
 ) -> list[dict]:
     """Per-item reference of :func:`onethinker.rewards.compute_score`."""
     fw = check_format_weight(format_weight)

@@ -32,7 +32,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 
 from onethinker.rewards import parsing as P
-from onethinker.rewards.options import RewardOptions, using
+from onethinker.rewards.options import RewardConfig, using
 from onethinker.rewards.registry import REGISTRY, STRUCTURE_MAX, TaskBatch, finite_or_zero, task_key
 
 UNKNOWN_SLUG = "unknown"
@@ -204,7 +204,7 @@ def compute_score(
     format_weight: float = 0.1,
     *,
     judge: object | None = None,
-    options: RewardOptions | None = None,
+    options: RewardConfig | None = None,
 ) -> list[dict]:
     """Score a batch of responses; one dict per item with float ``overall``, ``accuracy``,
     ``format``, ``structure`` and a ``reasons`` list. Never raises on item contents, and never
@@ -212,7 +212,7 @@ def compute_score(
 
     ``judge``: an optional :class:`onethinker.rewards.judge.HttpJudge` for open-ended accuracy
     (falls back to ROUGE per judge batch on any failure). Off by default.
-    ``options``: :class:`onethinker.rewards.options.RewardOptions` (default: strict math, 2 s budget);
+    ``options``: :class:`onethinker.rewards.options.RewardConfig` (default: strict math, 2 s budget);
     ``onethinker.rewards.PARITY`` gives the published reward's numbers.
     """
     fw = check_format_weight(format_weight)
