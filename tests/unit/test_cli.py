@@ -49,7 +49,9 @@ def _one_line_error(result) -> str:
     assert result.exit_code == 1, result.output
     assert "Traceback" not in result.output, result.output
     errors = [line for line in result.output.splitlines() if line.startswith("error: ")]
-    assert len(errors) == 1 and result.output.rstrip().endswith(errors[0]), result.output  # MLflow may log first
+    assert len(errors) == 1 and result.output.rstrip().endswith(errors[0]), (
+        result.output
+    )  # MLflow may log first
     return errors[0]
 
 

@@ -399,6 +399,30 @@ def evaluate_model(
     return result, all_rows
 
 
+def _evaluate(
+    name: str,
+    model_dir: Path,
+    p: Params,
+    benchmarks: list[tuple[str, list[RootedRecord]]],
+    decoder,
+    progress: bool | EvalProgress,
+    plan: ModelPlan | None = None,
+) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """``evaluate_model`` with the stage's settings from the params."""
+    return evaluate_model(
+        name,
+        model_dir,
+        benchmarks,
+        p.evaluate,
+        p.media,
+        p.prompt.style,
+        decoder,
+        progress,
+        plan,
+        p.reward,
+    )
+
+
 def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
     """``accuracy_by_task.csv`` (the DVC plot) and two PNGs comparing the models per task (value labels,
     the mean on top, see :func:`onethinker.plots.task_bars`)."""
@@ -475,18 +499,7 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
             name = plan.name
             t_model = time.perf_counter()
             try:
-                summary, rows = evaluate_model(
-                    name,
-                    model_dirs[name],
-                    benchmarks,
-                    cfg,
-                    p.media,
-                    p.prompt.style,
-                    decoder,
-                    bar,
-                    plan,
-                    reward_options=p.reward,
-                )
+                summary, rows = _evaluate(name, model_dirs[name], p, benchmarks, decoder, bar, plan)
             except BaseException:
                 bar.close()
                 raise
@@ -561,17 +574,7 @@ def evaluate_logged_model(model_uri: str, p: Params, progress: bool = True) -> d
         flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
         model_dir = local / flavor["artifacts"][MODEL_ARTIFACT]["path"]
         t0 = time.perf_counter()
-        summary, _ = evaluate_model(
-            "registered",
-            model_dir,
-            benchmarks,
-            cfg,
-            p.media,
-            p.prompt.style,
-            decoder,
-            progress,
-            reward_options=p.reward,
-        )
+        summary, _ = _evaluate("registered", model_dir, p, benchmarks, decoder, progress)
     summary["seconds"] = round(time.perf_counter() - t0, 2)
     return {
         "models": {"registered": summary},

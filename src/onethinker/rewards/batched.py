@@ -203,28 +203,11 @@ def regression(batch: TaskBatch) -> BatchScores:
 # ---------------------------------------------------------------------------------------------------
 
 
-def ocr(batch: TaskBatch) -> BatchScores:
-    refs: dict[str, list[str]] = {}
-    seen: dict[tuple[str, str], float] = {}
-    acc = []
-    reasons = _no_reasons(len(batch))
-    for i, (a, g) in enumerate(zip(batch.answers, batch.ground_truths, strict=True)):
-        if D.text_over_budget(a):
-            reasons[i].append(P.TIMEOUT)
-            acc.append(0.0)
-            continue
-        key = (g, a)
-        if key not in seen:
-            ref = refs.get(g)
-            if ref is None:
-                ref = refs[g] = g.split()
-            wer = edit_distance(ref, a.split()) / max(1, len(ref))
-            seen[key] = max(0.0, min(1.0, 1.0 - wer))
-        acc.append(seen[key])
-    return BatchScores(acc, _const_structure(batch), reasons)
-
-
-def open_ended(batch: TaskBatch) -> BatchScores:
+def _text(
+    batch: TaskBatch, prepare: Callable[[str], object], score: Callable[[object, str], float]
+) -> BatchScores:
+    """OCR and open-ended: each ground truth prepared once, each distinct (ground truth, answer) scored once;
+    an answer over the size budget scores 0 with ``timeout``."""
     targets: dict[str, object] = {}
     seen: dict[tuple[str, str], float] = {}
     acc = []
@@ -236,12 +219,23 @@ def open_ended(batch: TaskBatch) -> BatchScores:
             continue
         key = (g, a)
         if key not in seen:
-            tgt = targets.get(g)
-            if tgt is None:
-                tgt = targets[g] = rouge_prepare(g, target=True)
-            seen[key] = max(0.0, min(1.0, rouge_f_prepared(tgt, rouge_prepare(a)).mean))  # type: ignore[arg-type]
+            if g not in targets:
+                targets[g] = prepare(g)
+            seen[key] = max(0.0, min(1.0, score(targets[g], a)))
         acc.append(seen[key])
     return BatchScores(acc, _const_structure(batch), reasons)
+
+
+def ocr(batch: TaskBatch) -> BatchScores:
+    return _text(batch, str.split, lambda ref, a: 1.0 - edit_distance(ref, a.split()) / max(1, len(ref)))  # type: ignore[arg-type]
+
+
+def open_ended(batch: TaskBatch) -> BatchScores:
+    return _text(
+        batch,
+        lambda g: rouge_prepare(g, target=True),
+        lambda tgt, a: rouge_f_prepared(tgt, rouge_prepare(a)).mean,  # type: ignore[arg-type]
+    )
 
 
 # ---------------------------------------------------------------------------------------------------

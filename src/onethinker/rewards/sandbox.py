@@ -36,7 +36,6 @@ import subprocess
 import sys
 import threading
 import time
-from pathlib import Path
 from typing import Any
 
 
@@ -254,14 +253,12 @@ class Sandbox:
 
     # ------------------------------------------------------------------ process management
     def _spawn(self) -> None:
-        import onethinker
+        from onethinker import child_command
 
-        env = dict(os.environ)
-        pkg_parent = str(Path(onethinker.__file__).resolve().parents[1])
-        env["PYTHONPATH"] = os.pathsep.join([pkg_parent, *filter(None, [env.get("PYTHONPATH")])])
+        argv, env = child_command("onethinker.rewards.sandbox")
         env.setdefault("PYTHONHASHSEED", "0")
         self._proc = subprocess.Popen(  # noqa: S603 - our own module, our own interpreter
-            [sys.executable, "-m", "onethinker.rewards.sandbox"],
+            argv,
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.DEVNULL,

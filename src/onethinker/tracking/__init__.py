@@ -7,6 +7,9 @@
   under it.
 - Every stage run is tagged with the git commit (and whether the tree was dirty) and the DVC stage name.
 - Metric names are sanitised for MLflow (``R@0.5`` -> ``R_at_0.5``, ``J&F`` -> ``J_and_F``).
+- Inside a stage run, ``log_metrics``, ``set_tags``, ``log_table`` and ``log_artifact(s)`` go through a buffer
+  sent in the background (:mod:`onethinker.tracking.buffer`): a tracking-server outage never stalls or crashes
+  training; what could not be sent is spooled and sent when the server returns, and the run is ended then.
 """
 
 from __future__ import annotations
@@ -23,6 +26,11 @@ from typing import Any
 
 EXPERIMENT = "onethinker"
 PARENT_ENV = "ONETHINKER_PARENT_RUN_ID"
+FLUSH_ENV = "ONETHINKER_TRACKING_FLUSH_S"
+"""Seconds a stage waits at its end for buffered logs to reach the tracking server (default 60) before it
+spools them and leaves them to the background replayer."""
+
+_BUFFER: Any = None  # the active stage run's RunBuffer
 
 
 def repo_root() -> Path:
@@ -157,26 +165,91 @@ def log_params(params: Mapping[str, Any]) -> None:
 
 def log_metrics(metrics: Mapping[str, float], step: int | None = None) -> None:
     import math
-
-    import mlflow
+    import time
 
     clean = {
         sanitize_metric_name(k): float(v)
         for k, v in metrics.items()
         if isinstance(v, int | float) and math.isfinite(float(v))
     }
-    if clean:
-        mlflow.log_metrics(clean, step=step)
+    if not clean:
+        return
+    if _BUFFER is not None:
+        _BUFFER.add({"op": "metrics", "metrics": clean, "step": step or 0, "ts": int(time.time() * 1000)})
+        return
+    import mlflow
+
+    mlflow.log_metrics(clean, step=step)
+
+
+def set_tags(tags: Mapping[str, Any]) -> None:
+    """Tags on the active run (buffered inside a stage run)."""
+    if _BUFFER is not None:
+        _BUFFER.add({"op": "tags", "tags": {k: str(v) for k, v in tags.items()}})
+        return
+    import mlflow
+
+    mlflow.set_tags(dict(tags))
+
+
+def log_artifact(path: str | Path, artifact_path: str | None = None) -> None:
+    """A file as an artifact of the active run (buffered inside a stage run; the file must stay in place)."""
+    if _BUFFER is not None:
+        _BUFFER.add({"op": "artifact", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
+        return
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_path=artifact_path)
+
+
+def log_artifacts(path: str | Path, artifact_path: str | None = None) -> None:
+    """A folder's files as artifacts of the active run (buffered inside a stage run)."""
+    if _BUFFER is not None:
+        _BUFFER.add({"op": "artifacts", "path": str(Path(path).resolve()), "artifact_path": artifact_path})
+        return
+    import mlflow
+
+    mlflow.log_artifacts(str(path), artifact_path=artifact_path)
+
+
+def log_table(data: Mapping[str, list[Any]], artifact_file: str) -> None:
+    """A table (columns of JSON values) as an artifact of the active run (buffered inside a stage run)."""
+    if _BUFFER is not None:
+        _BUFFER.add(
+            {
+                "op": "table",
+                "data": json.loads(json.dumps(dict(data), default=str)),
+                "artifact_file": artifact_file,
+            }
+        )
+        return
+    import mlflow
+
+    mlflow.log_table(data=dict(data), artifact_file=artifact_file)
+
+
+def spool_dir(root: Path | None = None) -> Path:
+    """Where logs that could not reach the tracking server wait (``<repo>/mlflow/spool``)."""
+    return (root or repo_root()) / "mlflow" / "spool"
 
 
 @contextlib.contextmanager
 def stage_run(
     stage: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
 ) -> Iterator[Any]:
-    """An MLflow run for one stage; nested under ``$ONETHINKER_PARENT_RUN_ID`` when set."""
+    """An MLflow run for one stage; nested under ``$ONETHINKER_PARENT_RUN_ID`` when set.
+
+    Starting needs the tracking server (a clear error before any work when it is down); after that, logging
+    through this module is buffered (see the module docstring), and the run ends FINISHED, or FAILED /
+    KILLED when the block raises, as soon as the server can be told.
+    """
+    global _BUFFER
     import mlflow
 
-    configure()
+    from onethinker.tracking.buffer import RunBuffer, fail_fast, replay_all
+
+    uri = configure()
+    replay_all(spool_dir())  # logs an earlier stage could not send
     exp = experiment_id()
     parent = os.environ.get(PARENT_ENV)
     sha, dirty = git_commit()
@@ -189,7 +262,24 @@ def stage_run(
     }
     if parent:
         all_tags["mlflow.parentRunId"] = parent
-    with mlflow.start_run(experiment_id=exp, run_name=stage, tags=all_tags) as run:
+    run = mlflow.start_run(experiment_id=exp, run_name=stage, tags=all_tags)
+    status = "FINISHED"
+    try:
         if params:
             log_params(params)
+        _BUFFER = RunBuffer(run.info.run_id, uri, spool_dir())
         yield run
+    except KeyboardInterrupt:
+        status = "KILLED"
+        raise
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        buffer, _BUFFER = _BUFFER, None
+        if buffer is not None:
+            buffer.close(status, float(os.environ.get(FLUSH_ENV, "60")))
+        # forget the run in this process (mlflow.end_run pops it first, then tells the server: when the
+        # server is away that call fails at once here, and the buffer's spool tells it later)
+        with fail_fast(), contextlib.suppress(Exception):
+            mlflow.end_run(status)
