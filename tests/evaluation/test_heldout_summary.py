@@ -26,6 +26,7 @@ def test_summary_counts_distinct_answers_per_task() -> None:
         "accuracy": pytest.approx(1 / 3),
         "format_rate": 1.0,
         "n": 3,
+        "timeouts": 0,
         "distinct_answers": 1,
     }
     assert out["tasks"]["numerical"]["distinct_answers"] == 2
@@ -36,4 +37,16 @@ def test_summary_counts_distinct_answers_per_task() -> None:
 
 def test_summary_without_responses_keeps_the_old_shape() -> None:
     out = summarise(["math"], [_s(0.5)])
-    assert out["tasks"]["math"] == {"accuracy": 0.5, "format_rate": 1.0, "n": 1}
+    assert out["tasks"]["math"] == {"accuracy": 0.5, "format_rate": 1.0, "n": 1, "timeouts": 0}
+
+
+def test_summary_counts_reward_timeouts_and_skipped_prompts() -> None:
+    scores = [
+        {**_s(0.0), "reasons": ["timeout"]},
+        {**_s(1.0), "reasons": []},
+        {**_s(0.0), "reasons": ["timeout"]},
+    ]
+    out = summarise(["math", "math", "multiple_choice"], scores, skipped=[1])
+    assert out["tasks"]["math"]["timeouts"] == 1 and out["tasks"]["multiple_choice"]["timeouts"] == 1
+    assert out["tasks"]["math"]["skipped_overlong_prompts"] == 1
+    assert "skipped_overlong_prompts" not in out["tasks"]["multiple_choice"]
