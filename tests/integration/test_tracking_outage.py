@@ -130,6 +130,7 @@ def test_short_outage_buffers_and_flushes(server, tiny_base, tiny_data, tmp_path
     assert not list((tmp_path / "mlflow" / "spool").glob("*.jsonl"))
 
 
+@pytest.mark.slow  # three server starts and a wait for the detached replayer: `make test-slow`
 def test_long_outage_ends_the_stage_and_the_run_when_the_server_returns(
     server, tiny_base, tiny_data, tmp_path, monkeypatch, caplog
 ) -> None:

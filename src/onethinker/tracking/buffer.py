@@ -90,6 +90,22 @@ def send(client: Any, run_id: str, op: dict[str, Any]) -> None:
         raise ValueError(f"unknown tracking operation {kind!r}")
 
 
+_CLIENT_ERRORS = frozenset(
+    {
+        "INVALID_PARAMETER_VALUE",
+        "RESOURCE_DOES_NOT_EXIST",
+        "RESOURCE_ALREADY_EXISTS",
+        "BAD_REQUEST",
+        "INVALID_STATE",
+    }
+)
+
+
+def _refused(exc: BaseException) -> bool:
+    """The store answered and rejected the operation itself (not an outage)."""
+    return getattr(exc, "error_code", None) in _CLIENT_ERRORS
+
+
 class RunBuffer:
     """The ordered queue of one run's logging operations and the thread that sends them."""
 
@@ -101,7 +117,6 @@ class RunBuffer:
         self._queue: deque[dict[str, Any]] = deque()
         self._cond = threading.Condition()
         self._stop = False
-        self._busy = False
         self.outage_since: float | None = None
         self.sent = 0
         self._thread = threading.Thread(target=self._run, name=f"mlflow-buffer-{run_id[:8]}", daemon=True)
@@ -114,8 +129,9 @@ class RunBuffer:
             self._cond.notify()
 
     def pending(self) -> int:
+        """Operations not sent yet (the one being sent included: it leaves the queue once sent)."""
         with self._cond:
-            return len(self._queue) + (1 if self._busy else 0)
+            return len(self._queue)
 
     # ------------------------------------------------------------------ the sender
     def _run(self) -> None:
@@ -127,21 +143,18 @@ class RunBuffer:
                 if not self._queue and self._stop:
                     return
                 op = self._queue[0]
-                self._busy = True
             ok = server_up(self.uri)
             if ok:
                 try:
                     send(self.client, self.run_id, op)
                 except Exception as exc:  # noqa: BLE001 - the server went away mid-call, or refused it
-                    ok = False
-                    if server_up(self.uri):  # the server is there and refused it: drop it, say so
+                    ok = _refused(exc) and server_up(self.uri)
+                    if ok:  # the server is there and rejects this operation: retrying cannot help
                         log.warning(
                             "MLflow refused a %s for run %s (%s); dropped", op["op"], self.run_id, exc
                         )
-                        ok = True
             with self._cond:
-                self._busy = False
-                if ok:
+                if ok and self._queue and self._queue[0] is op:  # close() may have spooled it meanwhile
                     self._queue.popleft()
                     self.sent += 1
             if ok:
