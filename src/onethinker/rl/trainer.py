@@ -2,18 +2,21 @@
 
 One step, read top to bottom in ``GRPOTrainer.step``:
 
-1. sample ``rollout_batch_size`` prompts (a deterministic stream, resumable by position);
+1. sample ``rollout_batch_size`` prompts (a deterministic stream, resumable by position); a prompt longer than
+   ``max_prompt_length`` tokens is skipped (never generated nor trained on), counted and named in a warning;
 2. generate ``n`` completions per prompt through a rollout engine (``grpo.engine``: HF ``generate`` on the
    policy itself, or vLLM colocated in this process, which gets the new weights after every update and
    sleeps while the policy trains);
-3. score them with ``onethinker.rewards.compute_score`` (a malformed completion scores 0 and is counted);
+3. score them with ``onethinker.rewards.compute_score`` (a malformed completion scores 0 and is counted, and so
+   is one whose grading ran over the reward's time or size budget: ``train/timeouts``);
 4. online filtering: drop groups whose mean accuracy is outside [filter_low, filter_high]; sample more
    prompts until the batch is full or ``max_filter_retries`` extra rounds are spent (reported);
 5. advantages with the configured estimator (``onethinker.rl.advantages``): for ``ema_grpo``, group-mean
    centred rewards divided by a per-task EMA of the reward std, the EMA state all-reduced across ranks and
    saved in checkpoints (the released code keeps it in a process-local global that resets on resume);
 6. old log-probs from the policy before the update, then ``ppo_epochs`` passes of PPO-clipped updates over
-   mini-batches of ``global_batch_size`` prompts, micro-batched with gradient accumulation and clipping.
+   mini-batches of ``global_batch_size`` prompts, micro-batched with gradient accumulation and clipping; a
+   micro-batch never straddles two updates (``update_windows``), so each sequence is trained once per epoch.
 
 Departures from the released recipe: rollouts and updates share one process (no Ray), the HF engine is the
 CPU default, and every per-task statistic is logged to MLflow each step.
