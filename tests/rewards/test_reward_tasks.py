@@ -10,7 +10,9 @@ import math
 
 import numpy as np
 import pytest
-from reward_helpers import wrap
+from reward_helpers import item, wrap
+
+from onethinker.rewards import compute_score, reference
 
 # --------------------------------------------------------------------------------------------------- QA
 
@@ -206,3 +208,31 @@ def test_degenerate_responses(score, response: object) -> None:
 def test_unknown_problem_type(score) -> None:
     s = score(wrap("B"), "B", "astrology")
     assert (s["accuracy"], s["structure"], s["reasons"]) == (0.0, 0.5, ["unknown_problem_type"])
+
+
+STRICT_MATH = [  # (answer, ground truth, published accuracy, strict accuracy)
+    ("\\frac{1}{2}", "\\frac{1}{2}", 1.0, 1.0),
+    ("0.5", "\\frac{1}{2}", 1.0, 1.0),
+    ("$\\frac{1}{2}$.", "\\frac{1}{2}", 1.0, 1.0),
+    ("x = \\frac{1}{2}", "\\frac{1}{2}", 1.0, 1.0),
+    ("\\frac{1}{2}+1", "\\frac{1}{2}", 1.0, 0.0),
+    ("2*\\frac{1}{2}", "\\frac{1}{2}", 1.0, 0.0),
+    ("not \\frac{1}{2}", "\\frac{1}{2}", 1.0, 0.0),
+    ("\\boxed{\\frac{1}{2}} + 1", "\\frac{1}{2}", 1.0, 0.0),
+    ("The answer is \\frac{1}{2}", "\\frac{1}{2}", 1.0, 0.0),
+    ("2\\sqrt{3}", "2\\sqrt{3}", 1.0, 1.0),
+    ("2", "2\\sqrt{3}", 1.0, 0.0),  # math-verify reads the ground truth as 2
+    ("45^\\circ", "45", 1.0, 1.0),
+]
+
+
+@pytest.mark.parametrize(("answer", "gt", "published", "strict"), STRICT_MATH)
+def test_strict_math_takes_the_whole_answer(
+    score, answer: str, gt: str, published: float, strict: float
+) -> None:
+    from onethinker.rewards import PARITY
+
+    assert score(wrap(answer), gt, "math")["accuracy"] == strict
+    parity = [compute_score([item(wrap(answer), gt, "math")], options=PARITY)[0]]
+    parity.append(reference.compute_score([item(wrap(answer), gt, "math")], options=PARITY)[0])
+    assert [s["accuracy"] for s in parity] == [published, published]

@@ -31,10 +31,14 @@ from onethinker.rewards.scoring import compute_score, item_slug, summarize
 
 
 def clear_caches() -> None:
-    """Forget memoised grades and stems, and math-verify's and sympy's caches (for cold-start timings)."""
+    """Forget memoised grades and stems, and math-verify's and sympy's caches, here and in the grading worker
+    (for cold-start timings)."""
     from onethinker.rewards.batched import clear_caches as clear_batched
+    from onethinker.rewards.sandbox import sandbox
 
     clear_batched()
+    if sandbox().running():
+        sandbox().call("clear", [], 60.0)
     try:
         from math_verify.parser import parse_expr_cached, parse_latex_cached
 

@@ -20,6 +20,7 @@ Where the time goes and what is done about it:
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from collections.abc import Callable
 from functools import lru_cache
 
@@ -32,7 +33,7 @@ from onethinker.rewards import definitions as D
 from onethinker.rewards import options
 from onethinker.rewards import parsing as P
 from onethinker.rewards.registry import BatchScores, TaskBatch
-from onethinker.rewards.sandbox import TIMEOUT, bounded
+from onethinker.rewards.sandbox import TIMEOUT, bounded_many
 
 _PERMS = ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0))  # itertools.permutations order
 
@@ -111,8 +112,13 @@ def _mathruler_grade(given: str, ground_truth: str) -> bool:
     return True
 
 
-@lru_cache(maxsize=1 << 16)
-def _grade_cached(given: str, ground_truth: str, timeout_s: float, max_chars: int) -> bool | object:
+_MEMO: OrderedDict[tuple, bool | object] = OrderedDict()
+"""Verdicts of symbolic comparisons, keyed by (op, its arguments, the budget): a pure function of those."""
+_MEMO_SIZE = 1 << 16
+
+
+def _letters(given: str, ground_truth: str) -> bool | None:
+    """Two single option letters compare without sympy (None when they are not)."""
     if (
         len(given) == 1
         and len(ground_truth) == 1
@@ -120,32 +126,43 @@ def _grade_cached(given: str, ground_truth: str, timeout_s: float, max_chars: in
         and ground_truth in _ASCII_LETTERS
     ):
         return given.lower() == ground_truth.lower()
-    D._libs()  # raises ImportError if a grader library is missing
-    return bounded("grade_steps", [given, ground_truth], (given,), timeout_s, max_chars)
+    return None
+
+
+def _verdicts_of(op: str, requests: list[tuple[list, str]]) -> list[bool | object]:
+    """The memoised verdict of ``op(*args)`` for each ``(args, answer)``, the misses graded in one pipelined
+    round through the sandbox (the answer is what the pre-screen looks at)."""
+    opts = options.current()
+    keys = [(op, *args, opts.timeout_s, opts.max_answer_chars) for args, _ in requests]
+    missing = {k: r for k, r in zip(keys, requests, strict=True) if k not in _MEMO}
+    if missing:
+        D._libs()  # raises ImportError if a grader library is missing
+        todo = list(missing.items())
+        verdicts = bounded_many(
+            op, [(args, (answer,)) for _, (args, answer) in todo], opts.timeout_s, opts.max_answer_chars
+        )
+        for (k, _), v in zip(todo, verdicts, strict=True):
+            _MEMO[k] = v
+        while len(_MEMO) > _MEMO_SIZE:
+            _MEMO.popitem(last=False)
+    return [_MEMO[k] for k in keys]
 
 
 def grade_answer_cached(given: str, ground_truth: str) -> bool | object:
     """``definitions.grade_answer``, memoised (per budget), without sympy for option letters; ``TIMEOUT``
     when over budget."""
-    opts = options.current()
-    return _grade_cached(given, ground_truth, opts.timeout_s, opts.max_answer_chars)
+    letters = _letters(given, ground_truth)
+    if letters is not None:
+        return letters
+    return _verdicts_of("grade_steps", [([given, ground_truth], given)])[0]
 
 
-grade_answer_cached.cache_clear = _grade_cached.cache_clear  # type: ignore[attr-defined]
+grade_answer_cached.cache_clear = _MEMO.clear  # type: ignore[attr-defined]
 
 
-@lru_cache(maxsize=1 << 16)
-def _math_cached(
-    ground_truth: str, answer: str, strict: bool, timeout_s: float, max_chars: int
-) -> bool | object:
-    D._libs()
-    return bounded("math", [ground_truth, answer, strict], (answer,), timeout_s, max_chars)
-
-
-def _verdicts(batch: TaskBatch, grade: Callable[[str, str], bool | object]) -> BatchScores:
+def _scores(batch: TaskBatch, verdicts: list[bool | object]) -> BatchScores:
     acc, reasons = [], _no_reasons(len(batch))
-    for i, (a, g) in enumerate(zip(batch.answers, batch.ground_truths, strict=True)):
-        verdict = grade(a, g)
+    for i, verdict in enumerate(verdicts):
         if verdict is TIMEOUT:
             reasons[i].append(P.TIMEOUT)
         acc.append(1.0 if verdict is True else 0.0)
@@ -153,14 +170,20 @@ def _verdicts(batch: TaskBatch, grade: Callable[[str, str], bool | object]) -> B
 
 
 def multiple_choice(batch: TaskBatch) -> BatchScores:
-    return _verdicts(batch, lambda a, g: grade_answer_cached(a.strip(), g.strip()))
+    pairs = [(a.strip(), g.strip()) for a, g in zip(batch.answers, batch.ground_truths, strict=True)]
+    verdicts: list[bool | object] = [_letters(a, g) for a, g in pairs]
+    sympy = [i for i, v in enumerate(verdicts) if v is None]
+    for i, v in zip(
+        sympy, _verdicts_of("grade_steps", [([*pairs[i]], pairs[i][0]) for i in sympy]), strict=True
+    ):
+        verdicts[i] = v
+    return _scores(batch, verdicts)
 
 
 def math_(batch: TaskBatch) -> BatchScores:
-    opts = options.current()
-    return _verdicts(
-        batch, lambda a, g: _math_cached(g, a, opts.math_strict, opts.timeout_s, opts.max_answer_chars)
-    )
+    strict = options.current().math_strict
+    requests = [([g, a, strict], a) for a, g in zip(batch.answers, batch.ground_truths, strict=True)]
+    return _scores(batch, _verdicts_of("math", requests))
 
 
 # ---------------------------------------------------------------------------------------------------
@@ -564,6 +587,5 @@ def clear_caches() -> None:
     """Forget memoised grades and stems (for cold-start timings)."""
     from onethinker.metrics.text import clear_caches as clear_text
 
-    _grade_cached.cache_clear()
-    _math_cached.cache_clear()
+    _MEMO.clear()
     clear_text()

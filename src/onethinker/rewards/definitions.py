@@ -15,8 +15,10 @@ look at the decoded JSON. The arithmetic (IoU, distances, edit distances, ROUGE)
 
 from __future__ import annotations
 
+import contextlib
 import itertools
 import math
+import re
 from collections.abc import Callable
 from functools import lru_cache
 from types import SimpleNamespace
@@ -71,7 +73,9 @@ def grade_answer(given: str, ground_truth: str) -> bool | object:
     return sandbox.bounded("grade", [given, ground_truth], (given,), opts.timeout_s, opts.max_answer_chars)
 
 
+@lru_cache(maxsize=1 << 14)
 def math_parse(text: str) -> object:
+    """``math_verify.parse``, memoised (a ground truth is parsed once, however many answers it meets)."""
     return _libs().parse(text)
 
 
@@ -81,49 +85,78 @@ def math_verify(gold: object, pred: object) -> bool:
 
 def math_equivalent_unbounded(ground_truth: str, answer: str, strict: bool = False) -> bool:
     """math_verify.verify(parse(gt), parse(answer)); if that raises, grade_answer(answer, gt) (the published
-    definition). ``strict``: the whole answer must also be equivalent (:func:`whole_answer_equivalent`).
-    No time limit: only the sandbox's worker calls it."""
+    definition). ``strict``: the answer must also be one expression equivalent to the ground truth
+    (:func:`whole_answer_equivalent`). No time limit: only the sandbox's worker calls it."""
     try:
-        gold = math_parse(ground_truth)
-        ok = math_verify(gold, math_parse(answer))
+        gold, pred = math_parse(ground_truth), math_parse(answer)
+        ok = math_verify(gold, pred)
     except ImportError:
         raise
     except Exception:  # noqa: BLE001
         return grade_answer_unbounded(answer, ground_truth)
-    return ok and (not strict or whole_answer_equivalent(gold, answer))
+    return ok and (not strict or whole_answer_equivalent(gold, ground_truth, answer, pred))
 
 
 _DELIMITERS = (("$$", "$$"), ("$", "$"), ("\\(", "\\)"), ("\\[", "\\]"))
+_COMMAND = re.compile(r"\\[A-Za-z]+")
+_PROSE = re.compile(r"[A-Za-z]{2,}[^A-Za-z0-9]+[A-Za-z]{2,}")
 
 
-def whole_answer_equivalent(gold: object, answer: str) -> bool:
-    """The strict math check: the answer as ONE expression equals the gold.
-
-    math-verify extracts *an* expression from the answer and compares that, so ``\\frac{1}{2}+1``,
-    ``2*\\frac{1}{2}`` and ``not \\frac{1}{2}`` all count as ``\\frac{1}{2}`` (it finds the fraction inside
-    them), and a policy can learn to pad its answers. Here the whole text, after removing outer math
-    delimiters (``$..$``, ``\\(..\\)``, ``\\[..\\]``) and a final period, is normalised as math-verify
-    normalises LaTeX (units and ``\\text`` dropped, but a ``\\boxed{}`` is not extracted from a longer
-    expression) and parsed as one expression; it must verify against the gold too. ``x = \\frac{1}{2}``
-    passes (math-verify compares the right-hand side); prose around the answer does not.
-    """
-    from dataclasses import replace
-
-    from math_verify.parser import LatexExtractionConfig, normalize_latex, parse_latex_cached
-
-    text = answer.strip()
+def _bare(text: str) -> str:
+    """The text without outer math delimiters and a final period."""
+    text = text.strip()
     for left, right in _DELIMITERS:
         if len(text) >= len(left) + len(right) and text.startswith(left) and text.endswith(right):
             text = text[len(left) : len(text) - len(right)].strip()
             break
-    text = text.removesuffix(".").strip()
+    return text.removesuffix(".").strip()
+
+
+@lru_cache(maxsize=1 << 12)
+def _whole(text: str) -> object:
+    """``text`` parsed as ONE LaTeX expression, normalised as math-verify normalises LaTeX (units and
+    ``\\text`` dropped), except that a ``\\boxed{}`` is not extracted from a longer expression."""
+    from dataclasses import replace
+
+    from math_verify.parser import LatexExtractionConfig, normalize_latex, parse_latex_cached
+
+    config = replace(LatexExtractionConfig().normalization_config, boxed="none")
+    normalized = normalize_latex(text, config=config)
+    return [parse_latex_cached(normalized), normalized]
+
+
+def _covers(parsed: object, text: str) -> bool:
+    """math-verify's extraction (``[expr, extracted text]``) is the whole of ``text``."""
+    if not (isinstance(parsed, list) and len(parsed) >= 2):
+        return False
+    return "".join(str(parsed[-1]).split()) == "".join(text.split())
+
+
+def whole_answer_equivalent(gold: object, ground_truth: str, answer: str, pred: object = None) -> bool:
+    """The strict math check: the answer, as ONE expression, equals the ground truth, as one expression.
+
+    math-verify extracts *an* expression from each side and compares those, so ``\\frac{1}{2}+1``,
+    ``2*\\frac{1}{2}`` and ``not \\frac{1}{2}`` all count as ``\\frac{1}{2}`` (it finds the fraction inside
+    them; a ground truth ``2\\sqrt{3}`` is even read as 2), and a policy can learn to pad its answers. Here
+    both sides, outer ``$..$``, ``\\(..\\)``, ``\\[..\\]`` and a final period aside, are taken whole: as
+    math-verify extracted them when the extraction is the whole text (the common case: nothing more is
+    parsed), else parsed as one LaTeX expression. Prose (two words in a row) is not an expression.
+    ``x = \\frac{1}{2}`` passes (math-verify compares the right-hand side).
+    """
+    text, gt_text = _bare(answer), _bare(ground_truth)
     if not text:
         return False
-    config = replace(LatexExtractionConfig().normalization_config, boxed="none")
+    gold_whole, pred_whole = _covers(gold, gt_text), _covers(pred, text)
+    if gold_whole and pred_whole:
+        return True  # both extractions are the whole texts, and they verified
+    if not pred_whole and _PROSE.search(_COMMAND.sub(" ", text)):
+        return False
     try:
-        normalized = normalize_latex(text, config=config)
-        whole = parse_latex_cached(normalized)
-        return math_verify(gold, [whole, normalized])
+        whole = pred if pred_whole else _whole(text)
+        if not gold_whole:
+            with contextlib.suppress(Exception):  # keep math-verify's reading of an odd ground truth
+                gold = _whole(gt_text)
+        return math_verify(gold, whole)
     except ImportError:
         raise
     except Exception:  # noqa: BLE001 - not one expression

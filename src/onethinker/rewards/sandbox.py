@@ -181,7 +181,17 @@ def _worker_ops() -> dict[str, Any]:
     def math_(gt: str, answer: str, strict: bool) -> bool:
         return definitions.math_equivalent_unbounded(gt, answer, strict)
 
-    ops = {"grade": grade, "grade_steps": grade_steps, "math": math_}
+    def clear() -> bool:  # the worker's own caches (math-verify's parses, sympy's), for cold-start timings
+        from math_verify.parser import parse_expr_cached, parse_latex_cached
+        from sympy.core.cache import clear_cache
+
+        parse_expr_cached.cache_clear()
+        parse_latex_cached.cache_clear()
+        definitions.math_parse.cache_clear()
+        clear_cache()
+        return True
+
+    ops = {"grade": grade, "grade_steps": grade_steps, "math": math_, "clear": clear}
     # Warm up before reporting ready: the graders build parsers, regexes and caches on first use (seconds on
     # a loaded machine), which must not count against the first answer's budget.
     for op, args in WARM_UP:
@@ -329,34 +339,56 @@ class Sandbox:
         with self._lock:
             self._kill()
 
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None and os.getpid() == self._pid
+
     # ------------------------------------------------------------------ calls
     def call(self, op: str, args: list[Any], timeout_s: float) -> bool | _Timeout:
         """Run ``op(*args)`` in the worker; its verdict, or TIMEOUT past ``timeout_s`` seconds."""
+        return self.call_many(op, [args], timeout_s)[0]
+
+    def call_many(self, op: str, arglist: list[list[Any]], timeout_s: float) -> list[bool | _Timeout]:
+        """``op(*args)`` for each args, pipelined: requests go to the worker in chunks of up to 32 KiB (one
+        process switch per chunk, not per comparison, which matters on a loaded machine) and verdicts come back
+        in order. Each comparison gets ``timeout_s`` from the moment the previous verdict arrived; one over it
+        gets TIMEOUT, the worker is replaced and the rest of the chunk is sent again."""
+        results: list[bool | _Timeout] = []
         with self._lock:
-            self._ensure_ready()
-            assert self._proc is not None and self._proc.stdin is not None
-            request = (json.dumps([op, args]) + "\n").encode()
-            start = time.monotonic()
-            try:
-                self._proc.stdin.write(request)
-                self._proc.stdin.flush()
-                line = self._readline(start + timeout_s)
-            except (BrokenPipeError, OSError):
-                line = None
-            elapsed = time.monotonic() - start
-            self.stats["calls"] += 1
-            reply = json.loads(line) if line else None
-            if reply is None or "over" in reply:
-                self._kill()
-                self.stats["timeouts"] += 1
-                self.stats["restarts"] += 1
-                self._spawn()  # warm a replacement while the caller goes on
-                self.stats["max_call_s"] = max(self.stats["max_call_s"], time.monotonic() - start)
-                return TIMEOUT
-            self.stats["max_call_s"] = max(self.stats["max_call_s"], elapsed)
-            if "import_error" in reply:
-                raise ImportError(reply["import_error"])
-            return bool(reply["ok"])
+            while len(results) < len(arglist):
+                self._ensure_ready()
+                assert self._proc is not None and self._proc.stdin is not None
+                first, size, chunk = len(results), 0, []
+                for args in arglist[first:]:
+                    line = (json.dumps([op, args]) + "\n").encode()
+                    if chunk and size + len(line) > 32768:
+                        break
+                    chunk.append(line)
+                    size += len(line)
+                start = time.monotonic()
+                try:
+                    self._proc.stdin.write(b"".join(chunk))
+                    self._proc.stdin.flush()
+                except (BrokenPipeError, OSError):
+                    pass  # the worker died: the first read below fails and replaces it
+                for _ in chunk:
+                    line = self._readline(start + timeout_s)
+                    now = time.monotonic()
+                    self.stats["calls"] += 1
+                    self.stats["max_call_s"] = max(self.stats["max_call_s"], now - start)
+                    reply = json.loads(line) if line else None
+                    if reply is None or "over" in reply:
+                        self._kill()
+                        self.stats["timeouts"] += 1
+                        self.stats["restarts"] += 1
+                        self._spawn()  # warm a replacement while the caller goes on
+                        self.stats["max_call_s"] = max(self.stats["max_call_s"], time.monotonic() - start)
+                        results.append(TIMEOUT)
+                        break  # the rest of this chunk goes to the new worker
+                    if "import_error" in reply:
+                        raise ImportError(reply["import_error"])
+                    results.append(bool(reply["ok"]))
+                    start = now
+        return results
 
 
 _SANDBOX: Sandbox | None = None
@@ -377,12 +409,29 @@ def bounded(
     op: str, args: list[Any], texts: tuple[str, ...], timeout_s: float, max_chars: int
 ) -> bool | _Timeout:
     """``op(*args)`` under the budget: TIMEOUT when any of ``texts`` fails the pre-screen or time runs out."""
+    return bounded_many(op, [(args, texts)], timeout_s, max_chars)[0]
+
+
+def bounded_many(
+    op: str, requests: list[tuple[list[Any], tuple[str, ...]]], timeout_s: float, max_chars: int
+) -> list[bool | _Timeout]:
+    """:func:`bounded` for many ``(args, texts)`` at once, pipelined through the worker."""
     box = sandbox()
-    if any(over_budget(t, max_chars) for t in texts):
-        with box._lock:
-            box.stats["refused"] += 1
-        return TIMEOUT
-    return box.call(op, args, timeout_s)
+    out: list[bool | _Timeout | None] = [None] * len(requests)
+    todo = []
+    for i, (_args, texts) in enumerate(requests):
+        if any(over_budget(t, max_chars) for t in texts):
+            out[i] = TIMEOUT
+            with box._lock:
+                box.stats["refused"] += 1
+        else:
+            todo.append(i)
+    if todo:
+        for i, verdict in zip(
+            todo, box.call_many(op, [requests[i][0] for i in todo], timeout_s), strict=True
+        ):
+            out[i] = verdict
+    return out  # type: ignore[return-value]
 
 
 if __name__ == "__main__":  # pragma: no cover
