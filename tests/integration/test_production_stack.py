@@ -175,11 +175,6 @@ def _register(stack: Stack, root: Path, name: str, uri: str, scores: list[float]
     return _results(procs, timeout=300)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="registry promotion is read-then-move without a lock: two registers at once both gate against the "
-    "old champion, the trail loses one and the worse version can end as champion (issue 17 makes it atomic)",
-)
 def test_racing_registers_promote_as_some_serial_order_would(pg_stack: Stack, tmp_path: Path) -> None:
     from mlflow import MlflowClient
 

@@ -39,7 +39,7 @@ class Server:
     def start(self) -> None:
         env = servers.mlflow_env(self.port, self.store, self.artifacts)
         self.managed = servers.spawn(
-            "mlflow", servers.mlflow_command(REPO), env, REPO, self.base / "mlflow.log", self.url
+            "mlflow", servers.mlflow_command(REPO), env, self.base, self.base / "mlflow.log", self.url
         )
         servers.wait_until(servers.mlflow_ready(self.url), self.managed, timeout=240)
 
