@@ -93,7 +93,7 @@ def test_overlong_prompts_are_not_generated_and_counted(tiny_base, tiny_data, tm
         cache_dir=str(tmp_path / "cache"),
         log_mlflow=False,
     )
-    with caplog.at_level("WARNING", logger="onethinker.evaluation.heldout"):
+    with caplog.at_level("WARNING", logger="onethinker.generation.heldout"):
         summary, rows = _evaluate(tiny_base, tiny_data, tmp_path, cfg, MediaConfig())
     assert summary["skipped_overlong_prompts"] == len(rows) > 0
     assert all(r["response"] == "" and r["accuracy"] == 0.0 for r in rows)

@@ -132,10 +132,10 @@ def test_grpo_settings_are_checked_at_load(tmp_path: Path, values: dict, key: st
 
 
 def test_known_engines_load(tmp_path: Path) -> None:
-    from onethinker.rl.config import KNOWN_ENGINES
+    from onethinker.generation.base import ENGINES
 
-    assert {"hf", "vllm"} <= KNOWN_ENGINES
-    for engine in sorted(KNOWN_ENGINES):
+    assert {"hf", "vllm"} <= set(ENGINES)
+    for engine in ENGINES:
         assert load_params(_write(tmp_path, {"grpo": {"engine": engine}})).grpo.engine == engine
 
 

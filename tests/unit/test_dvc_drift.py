@@ -312,7 +312,7 @@ def test_the_derivation_sees_known_reads() -> None:
     assert {"grpo", "media", "prompt.style", "data", "reward"} <= params_read("grpo")
     assert {"register", "media", "prompt.style", "evaluate"} <= params_read("register")
     files = code_files("sft")
-    for rel in ("evaluation/heldout.py", "modeling/__init__.py", "rl/rollout.py", "training/checkpoint.py"):
+    for rel in ("generation/heldout.py", "modeling/__init__.py", "generation/hf.py", "training/checkpoint.py"):
         assert PKG / rel in files, rel
     assert PKG / "registry" / "core.py" not in code_files("grpo")
 
