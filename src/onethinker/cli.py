@@ -22,7 +22,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 import yaml
@@ -91,7 +91,7 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "onethinker base-model -S base_model.text.num_hidden_layers=4 -S base_model.vocab_size=4096",
     ),
     "sft": StageDoc(
-        "sft (+ media, prompt.style; the media roots "
+        "sft (+ media, prompt.style, reward; the media roots "
         "prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
         "data/train/sft_*.json, data/eval (held-out check), models/base/",
         "models/sft/, checkpoints/sft/, metrics/sft.json (per task), metrics/headline/sft.json, "
@@ -99,7 +99,7 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "onethinker sft -S sft.max_steps=50 -S sft.lr=3e-4",
     ),
     "grpo": StageDoc(
-        "grpo (+ media, prompt.style; the media roots "
+        "grpo (+ media, prompt.style, reward; the media roots "
         "prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
         "data/train/rl.json, data/eval (held-out check), models/sft/",
         "models/grpo/, checkpoints/grpo/, metrics/grpo.json (per task), metrics/headline/grpo.json, "
@@ -107,7 +107,8 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "onethinker grpo -S grpo.advantage.estimator=dr_grpo -S grpo.steps=30",
     ),
     "evaluate": StageDoc(
-        "evaluate (+ media, prompt.style; the evaluation media root prepare.onethinker.eval_media_root)",
+        "evaluate (+ media, prompt.style, reward; the evaluation media root "
+        "prepare.onethinker.eval_media_root)",
         "data/eval/*.json, the models in evaluate.models (models/base, models/sft, models/grpo)",
         "metrics/eval.json (per task and benchmark), metrics/headline/eval.json, "
         "reports/eval/predictions/<model>.jsonl, reports/eval/{accuracy,format_rate}_by_task.png, "
@@ -116,7 +117,7 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "onethinker evaluate -S 'evaluate.models=[sft,grpo]' -S evaluate.max_per_benchmark=20",
     ),
     "register": StageDoc(
-        "register (+ evaluate, media, prompt.style to re-score a champion)",
+        "register (+ evaluate, media, prompt.style, reward, data.root to re-score a champion)",
         "models/grpo/, metrics/eval.json, metrics/grpo.json, the MLflow registry",
         "a registered model version (alias challenger; champion if the gate passes), "
         "metrics/registry.json, metrics/headline/registry.json",
@@ -218,22 +219,17 @@ def _overrides(items: list[str] | None) -> dict:
     return out
 
 
-def _load(params: Path | None, sets: list[str] | None, engine_of: str | None = None):
-    """Load params; ``engine_of``: the stage whose ``engine`` must be installed here (``grpo``, ``evaluate``).
-    ``params=None``: ``params.yaml`` when there is one, else the defaults."""
+def _load(params: Path | None, sets: list[str] | None):
+    """Load and check the params (``params=None``: ``params.yaml`` when there is one, else the defaults); a bad
+    one is one line naming the key and its source, exit code 2."""
     from onethinker.config import ConfigError, load_params
-    from onethinker.generation.base import check_engine
 
     if params is None:  # the default: params.yaml when there is one
         params = Path("params.yaml") if Path("params.yaml").is_file() else None
     try:
-        p = load_params(params, _overrides(sets))
-        if engine_of is not None:
-            check_engine(getattr(p, engine_of).engine, f"{engine_of}.engine")
-        return p
+        return load_params(params, _overrides(sets))
     except ConfigError as exc:
-        typer.secho(f"error: {exc}", fg="red", err=True)
-        raise typer.Exit(2) from None
+        _config_error(exc)
 
 
 @contextlib.contextmanager
@@ -250,31 +246,42 @@ def _data_errors():
         raise typer.Exit(2) from None
 
 
-def _user_errors() -> tuple[type[BaseException], ...]:
-    """Errors that mean bad input (a missing file, an unknown version or model, bad media): one line, no
-    traceback. Anything else is a bug and keeps its traceback."""
+def _config_error(exc: Exception) -> NoReturn:
+    typer.secho(f"error: {exc}", fg="red", err=True)
+    raise typer.Exit(2) from None
+
+
+def _engine_installed(p, stage: str) -> None:
+    """Fail early (exit code 2) when ``<stage>.engine`` cannot run here (vLLM not installed). Only the stages
+    that generate call it, so the others do not depend on the generation layer (``dvc.yaml``)."""
     from onethinker.config import ConfigError
-    from onethinker.data.media import MediaError
-    from onethinker.registry.core import RegistryError
-    from onethinker.registry.gate import ScoresError
-    from onethinker.training.checkpoint import UnsafeCheckpointError
+    from onethinker.generation.base import check_engine
 
-    errors: list[type[BaseException]] = [
-        ConfigError,
-        MediaError,
-        RegistryError,
-        ScoresError,
-        UnsafeCheckpointError,
-        FileNotFoundError,
-        NotADirectoryError,
-    ]
     try:
-        from mlflow.exceptions import MlflowException
+        check_engine(getattr(p, stage).engine, f"{stage}.engine")
+    except ConfigError as exc:
+        _config_error(exc)
 
-        errors.append(MlflowException)
-    except ImportError:  # pragma: no cover - mlflow is a dependency
-        pass
-    return tuple(errors)
+
+USER_ERRORS = frozenset(
+    {
+        "onethinker.config.ConfigError",
+        "onethinker.data.media.MediaError",
+        "onethinker.registry.core.RegistryError",
+        "onethinker.registry.gate.ScoresError",
+        "onethinker.training.checkpoint.UnsafeCheckpointError",
+        "mlflow.exceptions.MlflowException",
+        "builtins.FileNotFoundError",
+        "builtins.NotADirectoryError",
+    }
+)
+"""Errors that mean bad input (a missing file, an unknown version or model, bad media): one line, no
+traceback. Anything else is a bug and keeps its traceback. Named, not imported: telling an error apart
+must not import torch or MLflow (a bad param fails before any heavy import)."""
+
+
+def is_user_error(exc: BaseException) -> bool:
+    return any(f"{c.__module__}.{c.__qualname__}" in USER_ERRORS for c in type(exc).__mro__)
 
 
 def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
@@ -284,7 +291,9 @@ def clean_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except _user_errors() as exc:
+        except Exception as exc:
+            if not is_user_error(exc):
+                raise
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             if isinstance(exc, FileNotFoundError) and exc.filename and str(exc.filename) not in message:
                 message = f"{message}: {exc.filename}"
@@ -459,7 +468,8 @@ def sft(params: ParamsOpt = None, set_: SetOpt = None) -> None:
 def grpo(params: ParamsOpt = None, set_: SetOpt = None) -> None:
     from onethinker.rl.stage import run_grpo_stage
 
-    p = _load(params, set_, engine_of="grpo")
+    p = _load(params, set_)
+    _engine_installed(p, "grpo")
     with _data_errors():
         summary = run_grpo_stage(p)
     held = summary.get("heldout", {})
@@ -476,7 +486,8 @@ def grpo(params: ParamsOpt = None, set_: SetOpt = None) -> None:
 def evaluate(params: ParamsOpt = None, set_: SetOpt = None) -> None:
     from onethinker.evaluation.stage import run_evaluate_stage
 
-    p = _load(params, set_, engine_of="evaluate")
+    p = _load(params, set_)
+    _engine_installed(p, "evaluate")
     with _data_errors():
         result = run_evaluate_stage(p)
     for name, m in result["models"].items():

@@ -71,6 +71,20 @@ def test_unknown_versions_models_and_files_are_one_line_errors(tmp_path: Path, m
     assert missing.exit_code == 1 and "Traceback" not in missing.output and "nope.json" in missing.output
 
 
+def test_user_errors_name_real_classes() -> None:
+    """The CLI tells user errors apart by class name (no import): each name must be a real class."""
+    import importlib
+
+    from onethinker.cli import USER_ERRORS, is_user_error
+    from onethinker.config import ConfigError
+
+    for name in USER_ERRORS:
+        module, _, cls = name.rpartition(".")
+        assert isinstance(getattr(importlib.import_module(module), cls), type), name
+    assert is_user_error(ConfigError("x")) and is_user_error(FileNotFoundError("x"))
+    assert not is_user_error(ValueError("x")) and not is_user_error(KeyError("x"))
+
+
 def test_report_prints_per_task_tables(tmp_path: Path) -> None:
     task = {"accuracy": 0.5, "format_rate": 1.0, "n": 2, "mIoU": 0.25}
     (tmp_path / "sft.json").write_text(

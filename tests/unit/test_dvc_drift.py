@@ -147,7 +147,11 @@ def _command_function(command: str) -> ast.FunctionDef:
     for node in tree.body:
         if isinstance(node, ast.FunctionDef):
             for dec in node.decorator_list:
-                if isinstance(dec, ast.Call) and getattr(dec.func, "attr", None) == "command":
+                func = dec.func if isinstance(dec, ast.Call) else None
+                # @app.command("name") or the CLI's own @_command("name", "summary")
+                if func is not None and (
+                    getattr(func, "attr", None) == "command" or getattr(func, "id", None) == "_command"
+                ):
                     name = dec.args[0].value if dec.args else node.name  # type: ignore[attr-defined]
                     if name == command:
                         return node
@@ -312,7 +316,12 @@ def test_the_derivation_sees_known_reads() -> None:
     assert {"grpo", "media", "prompt.style", "data", "reward"} <= params_read("grpo")
     assert {"register", "media", "prompt.style", "evaluate"} <= params_read("register")
     files = code_files("sft")
-    for rel in ("generation/heldout.py", "modeling/__init__.py", "generation/hf.py", "training/checkpoint.py"):
+    for rel in (
+        "generation/heldout.py",
+        "modeling/__init__.py",
+        "generation/hf.py",
+        "training/checkpoint.py",
+    ):
         assert PKG / rel in files, rel
     assert PKG / "registry" / "core.py" not in code_files("grpo")
 
