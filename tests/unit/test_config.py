@@ -112,7 +112,7 @@ GRPO_BAD = [
     ({"keep_checkpoints": 0}, "grpo.keep_checkpoints", ">= 1"),
     ({"log_every": 0}, "grpo.log_every", ">= 1"),
     ({"generation_batch_size": 0}, "grpo.generation_batch_size", ">= 1"),
-    ({"engine": "tgi"}, "grpo.engine", "unknown engine 'tgi'"),
+    ({"engine": "tgi"}, "grpo.engine", "must be one of \\['hf', 'vllm'\\], got 'tgi'"),
     ({"global_batch_size": 3, "n": 8, "micro_batch_size": 5}, "grpo.micro_batch_size", "must divide"),
     ({"global_batch_size": 8, "n": 8, "micro_batch_size": 128}, "grpo.micro_batch_size", "must divide"),
     ({"weight_decay": -0.1}, "grpo.weight_decay", ">= 0"),

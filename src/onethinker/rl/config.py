@@ -7,7 +7,6 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from onethinker.config import Switch, require
-from onethinker.generation.base import ENGINES
 from onethinker.generation.config import VLLMConfig
 from onethinker.rl.advantages import AdvantageConfig
 
@@ -59,9 +58,8 @@ class GRPOConfig:
     max_filter_retries: int = 2
     """Extra sampling rounds per step to refill a batch thinned by the filter."""
     advantage: AdvantageConfig = field(default_factory=AdvantageConfig)
-    engine: str = "hf"
-    """Rollout engine, one of ``onethinker.generation.base.ENGINES``: ``hf`` (``generate`` on the policy) or
-    ``vllm`` (colocated; the stage checks it is installed)."""
+    engine: Literal["hf", "vllm"] = "hf"
+    """Rollout engine: ``hf`` (``generate`` on the policy) or ``vllm`` (colocated; the stage checks it is installed)."""
     vllm: VLLMConfig = field(default_factory=VLLMConfig)
     """vLLM settings, read when ``engine: vllm``."""
     generation_batch_size: int = 64
@@ -81,11 +79,6 @@ class GRPOConfig:
     log_mlflow: bool = True
 
     def validate(self, key: str) -> None:
-        require(
-            self.engine in ENGINES,
-            f"{key}.engine",
-            f"unknown engine {self.engine!r} (known: {list(ENGINES)})",
-        )
         require(self.steps >= 1, f"{key}.steps", "must be >= 1")
         require(self.n >= 2, f"{key}.n", "a group needs at least 2 completions")
         require(self.rollout_batch_size >= 1, f"{key}.rollout_batch_size", "must be >= 1")
