@@ -224,44 +224,47 @@ def test_same_update_as_one_micro_batch_of_8_or_8_of_1(tiny_sft, tiny_data, tmp_
 # Over-long prompts, missing media, reward timeouts
 
 
+def _with(item, **changes):
+    """``item`` (a record with its media root) with fields of its release record changed, checked again."""
+    from onethinker.contract import parse_record
+    from onethinker.contract.manifest import RootedRecord
+
+    r = item.record
+    return RootedRecord(parse_record({**r.raw, **changes}, r.kind, r.where), item.root)
+
+
 def test_overlong_prompts_are_skipped_counted_and_named(tiny_base, tiny_data, tmp_path, caplog) -> None:
     """A 20,000-character question is never generated nor trained on (that OOM-killed grpo): it is skipped,
     counted in ``train/skipped_overlong_prompts`` and named in a warning; the batch is refilled."""
-    records = load_rl_records(tiny_data["train_files"])
-    long = [r for i, r in enumerate(records) if i % 4]  # three records in four
-    for r in long:
-        r["problem"] = "Describe every detail. " * 900  # ~20,000 characters
+    items = tiny_data["rl"]
+    long = {i for i in range(len(items)) if i % 4}  # three records in four
+    records = [
+        _with(x, problem="Describe every detail. " * 900) if i in long else x  # ~20,000 characters
+        for i, x in enumerate(items)
+    ]
     cfg = dataclasses.replace(
         _cfg(tiny_base, tmp_path, steps=1), max_prompt_length=1024, max_filter_retries=3, online_filter=False
     )
-    tr = GRPOTrainer(cfg, records, tiny_data["media_root"], MediaConfig(), "compact", progress=False)
+    tr = GRPOTrainer(cfg, records, MediaConfig(), "compact", progress=False)
     with caplog.at_level("WARNING", logger="onethinker.rl.trainer"):
         stats = tr.step()
     assert stats.metrics["train/skipped_overlong_prompts"] >= 1
     assert stats.kept_groups >= 1
     assert "max_prompt_length=1024" in caplog.text and "problem_id" in caplog.text
     trained = {s["problem_id"] for s in stats.table_rows}
-    assert not trained & {str(r["problem_id"]) for r in long}
+    assert not trained & {records[i].record.problem_id for i in long}
 
 
 def test_missing_media_names_the_record(tiny_base, tiny_data, tmp_path) -> None:
     from onethinker.data.media import MediaError
 
-    records = [r for r in load_rl_records(tiny_data["train_files"]) if r.get("images")][:4]
-    for r in records:
-        r["images"] = ["images/not-there.png"]
+    records = [
+        _with(x, images=["images/not-there.png"]) for x in tiny_data["rl"] if x.record.raw.get("images")
+    ]
     tr = GRPOTrainer(
-        _cfg(tiny_base, tmp_path, steps=1),
-        records,
-        tiny_data["media_root"],
-        MediaConfig(),
-        "compact",
-        progress=False,
-        source="data/train/rl.json",
+        _cfg(tiny_base, tmp_path, steps=1), records[:4], MediaConfig(), "compact", progress=False
     )
-    with pytest.raises(
-        MediaError, match=r"data/train/rl.json: record \d+ \(problem_id .+\): image file not found"
-    ):
+    with pytest.raises(MediaError, match=r"rl.json: record \d+ \(problem_id=.+\): media .*not found"):
         tr.step()
 
 
