@@ -84,14 +84,14 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "onethinker validate data/eval/synthetic-ocr-image.json --media-root data/media",
     ),
     "base-model": StageDoc(
-        "base_model (+ prompt.style and the training media root "
+        "base_model (+ data.root, prompt.style and the training media root "
         "prepare.onethinker.train_media_root: the corpus)",
         "data/train (the tokenizer's corpus), or base_model.name_or_path",
         "models/base/ (a Hugging Face folder), metrics/base_model.json",
         "onethinker base-model -S base_model.text.num_hidden_layers=4 -S base_model.vocab_size=4096",
     ),
     "sft": StageDoc(
-        "sft (+ media, prompt.style, reward; the media roots "
+        "sft (+ data.root, media, prompt.style, reward; the media roots "
         "prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
         "data/train/sft_*.json, data/eval (held-out check), models/base/",
         "models/sft/, checkpoints/sft/, metrics/sft.json (per task), metrics/headline/sft.json, "
@@ -99,7 +99,7 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "onethinker sft -S sft.max_steps=50 -S sft.lr=3e-4",
     ),
     "grpo": StageDoc(
-        "grpo (+ media, prompt.style, reward; the media roots "
+        "grpo (+ data.root, media, prompt.style, reward; the media roots "
         "prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
         "data/train/rl.json, data/eval (held-out check), models/sft/",
         "models/grpo/, checkpoints/grpo/, metrics/grpo.json (per task), metrics/headline/grpo.json, "
@@ -107,7 +107,7 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "onethinker grpo -S grpo.advantage.estimator=dr_grpo -S grpo.steps=30",
     ),
     "evaluate": StageDoc(
-        "evaluate (+ media, prompt.style, reward; the evaluation media root "
+        "evaluate (+ data.root, media, prompt.style, reward; the evaluation media root "
         "prepare.onethinker.eval_media_root)",
         "data/eval/*.json, the models in evaluate.models (models/base, models/sft, models/grpo)",
         "metrics/eval.json (per task and benchmark), metrics/headline/eval.json, "

@@ -4,7 +4,6 @@ over-long prompts are not generated."""
 from __future__ import annotations
 
 import dataclasses
-import json
 from pathlib import Path
 
 import pytest
@@ -39,27 +38,28 @@ def test_every_setting_that_shapes_an_answer_changes_the_cache_key() -> None:
     assert not same, f"these settings do not change the evaluation cache key: {same}"
 
 
-def test_the_sample_fingerprint_also_covers_the_reward(tmp_path: Path) -> None:
-    bench = tmp_path / "b.json"
-    bench.write_text(json.dumps([{"problem_id": 1, "problem": "q", "solution": "<answer>1</answer>"}]))
+def test_the_sample_fingerprint_also_covers_the_reward(tiny_data) -> None:
+    benches = _benchmarks(tiny_data)
     cfg, media = EvaluateConfig(), MediaConfig()
-    base = S.sample_fingerprint([bench], cfg, media, "compact", RewardConfig())
-    assert base == S.sample_fingerprint([bench], cfg, media, "compact", None)
-    assert base != S.sample_fingerprint([bench], cfg, media, "compact", RewardConfig(math_strict=False))
+    base = S.sample_fingerprint(benches, cfg, media, "compact", RewardConfig())
+    assert base == S.sample_fingerprint(benches, cfg, media, "compact", None)
+    assert base != S.sample_fingerprint(benches, cfg, media, "compact", RewardConfig(math_strict=False))
     assert base != S.sample_fingerprint(
-        [bench], cfg, dataclasses.replace(media, video_max_frames=7), "compact"
+        benches, cfg, dataclasses.replace(media, video_max_frames=7), "compact"
     )
+
+
+def _benchmarks(tiny_data: dict) -> list:
+    return [(f.name, records) for f, records in tiny_data["eval_sets"]][:4]
 
 
 def _evaluate(tiny_base: Path, tiny_data: dict, tmp_path: Path, cfg: EvaluateConfig, media: MediaConfig):
     from onethinker.evaluation.masks import make_decoder
 
-    benchmarks = [Path(f) for f in tiny_data["eval_files"]][:4]
     return S.evaluate_model(
         "m",
         tiny_base,
-        benchmarks,
-        tiny_data["media_root"],
+        _benchmarks(tiny_data),
         cfg,
         media,
         "compact",

@@ -319,7 +319,7 @@ def test_params_are_what_the_stage_reads(name: str) -> None:
 
 def test_the_derivation_sees_known_reads() -> None:
     """Hand-checked facts, so the derivation itself cannot silently go blind."""
-    assert {"grpo", "media", "prompt.style", "data", "reward"} <= params_read("grpo")
+    assert {"grpo", "media", "prompt.style", "data.root", "reward"} <= params_read("grpo")
     assert {"register", "media", "prompt.style", "evaluate"} <= params_read("register")
     files = code_files("sft")
     for rel in (
