@@ -239,7 +239,8 @@ def test_overlong_prompts_are_skipped_counted_and_named(tiny_base, tiny_data, tm
     items = tiny_data["rl"]
     long = {i for i in range(len(items)) if i % 4}  # three records in four
     records = [
-        _with(x, problem="Describe every detail. " * 900) if i in long else x  # ~20,000 characters
+        # ~20,000 characters more, the media placeholders kept
+        _with(x, problem=x.record.raw["problem"] + " Describe every detail." * 900) if i in long else x
         for i, x in enumerate(items)
     ]
     cfg = dataclasses.replace(
