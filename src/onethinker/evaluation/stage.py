@@ -408,9 +408,11 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
 def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
     from onethinker import tracking
     from onethinker.evaluation.masks import make_decoder
+    from onethinker.training.model_utils import pin_cpu_threads
 
     cfg: EvaluateConfig = p.evaluate
     check_engine(cfg.engine, "evaluate.engine")
+    pin_cpu_threads(cfg.cpu_threads)
     benchmarks = _benchmarks(cfg, p)
     decoder = make_decoder(cfg.mask_decoder, cfg.sam2_config, cfg.sam2_checkpoint)
     reports = Path(cfg.reports_dir)
@@ -518,8 +520,10 @@ def evaluate_logged_model(model_uri: str, p: Params, progress: bool = True) -> d
 
     from onethinker.evaluation.masks import make_decoder
     from onethinker.registry.pyfunc import MODEL_ARTIFACT
+    from onethinker.training.model_utils import pin_cpu_threads
 
     cfg: EvaluateConfig = p.evaluate
+    pin_cpu_threads(cfg.cpu_threads)
     benchmarks = _benchmarks(cfg, p)
     decoder = make_decoder(cfg.mask_decoder, cfg.sam2_config, cfg.sam2_checkpoint)
     with tempfile.TemporaryDirectory(prefix="onethinker-rescore-") as tmp:

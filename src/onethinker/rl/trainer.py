@@ -52,6 +52,7 @@ from onethinker.training.engine import OptimConfig, build_engine
 from onethinker.training.model_utils import (
     device,
     freeze_vision,
+    pin_cpu_threads,
     seed_everything,
     use_bf16,
     use_gradient_checkpointing,
@@ -178,6 +179,7 @@ class GRPOTrainer:
     ):
         from onethinker.modeling import load_model, load_processor
 
+        pin_cpu_threads(cfg.cpu_threads)
         seed_everything(cfg.seed)
         if not records:
             raise ValueError("no RL records to train on (the manifest lists no rl file, or it is empty)")

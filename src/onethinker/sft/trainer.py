@@ -39,6 +39,7 @@ from onethinker.training.engine import OptimConfig, build_engine
 from onethinker.training.model_utils import (
     device,
     freeze_vision,
+    pin_cpu_threads,
     save_hf_folder,
     seed_everything,
     use_bf16,
@@ -149,6 +150,7 @@ def train_sft(
     from onethinker.modeling import load_model, load_processor
     from onethinker.modeling.inputs import collate, model_inputs
 
+    pin_cpu_threads(cfg.cpu_threads)
     seed_everything(cfg.seed)
     dev = device()
     bf16 = use_bf16(cfg.bf16)
