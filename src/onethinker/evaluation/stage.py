@@ -424,6 +424,18 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
         else contextlib.nullcontext()
     )
     with run_ctx as run:
+        if run is not None:
+            from onethinker.tracking import lineage
+
+            external = bool(cfg.benchmarks)  # released files named in params: their own digest
+            files = sorted({x.record.where.file for _, recs in benchmarks for x in recs})
+            lineage.log_dataset(
+                p.data.root,
+                files,
+                "onethinker-eval",
+                "evaluation",
+                digest_of=files if external else None,
+            )
         result: dict[str, Any] = {"models": {}}
         result["sample"] = sample_fingerprint(benchmarks, cfg, p.media, p.prompt.style)
         model_dirs = {name: Path(cfg.model_dir(name)) for name in cfg.models}

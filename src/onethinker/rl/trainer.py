@@ -229,6 +229,10 @@ class GRPOTrainer:
         self.end_id = tok.convert_tokens_to_ids("<|im_end|>")
         self.ema = EMAState()
         self.step_no, self.position = 0, 0
+        self.resumed_state: dict[str, Any] | None = None
+        """The trainer state of the checkpoint ``maybe_resume`` restored (None: a fresh start)."""
+        self.extra_state: dict[str, Any] = {}
+        """Stored in every checkpoint's trainer state (the stage keeps its MLflow run id there)."""
         self._perms: dict[int, np.ndarray] = {}
         self._prompt_cache: dict[int, tuple[Example, dict[str, torch.Tensor]]] = {}
         self.progress = progress
@@ -273,7 +277,12 @@ class GRPOTrainer:
             Path(self.cfg.checkpoint_dir),
             self.step_no,
             self.engine,
-            {"position": self.position, "ema": self.ema.to_dict(), "config_hash": self.config_hash},
+            {
+                "position": self.position,
+                "ema": self.ema.to_dict(),
+                "config_hash": self.config_hash,
+                **self.extra_state,
+            },
             keep=self.cfg.keep_checkpoints,
         )
 
@@ -287,6 +296,7 @@ class GRPOTrainer:
         self.rollout.load_weights(self.model)
         self.step_no, self.position = int(state["step"]), int(state["position"])
         self.ema = EMAState.from_dict(state["ema"])
+        self.resumed_state = state
         return self.step_no
 
     # ---------------------------------------------------------------------------------- one step
