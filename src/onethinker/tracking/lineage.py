@@ -19,6 +19,7 @@ import hashlib
 import json
 import math
 import os
+import warnings
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import Any
@@ -104,7 +105,9 @@ def log_dataset(
     else:
         digest = dvc_md5(data_root)
     frame = pd.DataFrame(record_rows(files), columns=["problem_id", "problem_type", "data_type", "file"])
-    dataset = mlflow.data.from_pandas(frame, source=_relative(data_root), name=name, digest=digest)
+    with warnings.catch_warnings():  # MLflow registers two equivalent local sources and says so
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        dataset = mlflow.data.from_pandas(frame, source=_relative(data_root), name=name, digest=digest)
     mlflow.log_input(dataset, context=context)
     if digest_of is None:
         mlflow.set_tag(DATA_HASH_TAG, digest)
