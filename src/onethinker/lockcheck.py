@@ -125,19 +125,20 @@ def _git_file(repo: Path, rev: str, path: str) -> str | None:
     return proc.stdout if proc.returncode == 0 else None
 
 
-def clone_env(workdir: Path) -> dict[str, str]:
-    """The environment of the clone's ``dvc repro``: this interpreter's tools first on PATH, every tool's
-    state inside ``workdir``, MLflow in the clone's own store."""
+def clone_env(state_dir: Path) -> dict[str, str]:
+    """The environment for running the pipeline in a scratch clone: this interpreter's tools first on PATH,
+    DVC's and HF datasets' state under ``state_dir``, MLflow in the clone's own store (no tracking URI, no
+    parent run inherited), no telemetry, no hub access."""
     env = {
         k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "ONETHINKER_PARENT_RUN_ID")
     }
     env.update(
         PATH=f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}",
-        DVC_SITE_CACHE_DIR=str(workdir / "dvc-site"),
+        DVC_SITE_CACHE_DIR=str(state_dir / "dvc-site"),
         DVC_NO_ANALYTICS="1",
         MLFLOW_DISABLE_TELEMETRY="true",
         HF_HUB_OFFLINE="1",
-        HF_DATASETS_CACHE=str(workdir / "hf-datasets"),
+        HF_DATASETS_CACHE=str(state_dir / "hf-datasets"),
         PYTHONUNBUFFERED="1",
     )
     return env

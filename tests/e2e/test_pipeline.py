@@ -255,6 +255,38 @@ def test_the_champion_leads_to_its_runs_models_data_and_commit(pipeline) -> None
     assert data_hash in {d.dataset.digest for d in client.get_run(tags["eval_run_id"]).inputs.dataset_inputs}
 
 
+def test_a_resumed_grpo_continues_its_mlflow_run(pipeline) -> None:
+    """GRPO interrupted after its first checkpoint, then re-run: one MLflow run holds steps 1..3 once each."""
+    root = pipeline["root"]
+    sets = {
+        "grpo.steps": 3,
+        "grpo.save_every": 1,
+        "grpo.heldout_per_task": 0,
+        "grpo.output_dir": "models/grpo_resume",
+        "grpo.checkpoint_dir": "checkpoints/grpo_resume",
+        "grpo.metrics_file": "metrics/grpo_resume.json",
+        "grpo.plots_dir": "reports/grpo_resume",
+    }
+    cut = (
+        "from pathlib import Path; from onethinker.config import load_params;"
+        "from onethinker.rl.stage import run_grpo_stage;"
+        f"run_grpo_stage(load_params(Path('params.yaml'), {sets!r}), stop_after_steps=1, progress=False)"
+    )
+    _run([sys.executable, "-c", cut], root, timeout=600)
+    _run(
+        ["onethinker", "grpo", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]],
+        root,
+        timeout=600,
+    )
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    run_id = json.loads((root / "metrics" / "grpo_resume.json").read_text())["mlflow_run_id"]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["onethinker.resumed"] == "true"
+    assert sorted(m.step for m in client.get_metric_history(run_id, "train/reward/overall")) == [1, 2, 3]
+
+
 def test_a_fresh_clone_pulls_and_skips_every_stage(pipeline) -> None:
     """Commit the results, ``dvc push`` to the default remote, clone next to it, ``dvc pull``, ``dvc repro``."""
     root = pipeline["root"]

@@ -14,10 +14,8 @@ subprocess and is killed mid-run:
 from __future__ import annotations
 
 import json
-import os
 import signal
 import subprocess
-import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -25,6 +23,7 @@ from pathlib import Path
 import pytest
 import yaml
 
+from onethinker.lockcheck import clone_env
 from repo_copy import copy_worktree, deep_merge
 
 REPO = Path(__file__).resolve().parents[2]
@@ -34,15 +33,8 @@ SFT = ["-S", f"sft.max_steps={STEPS}", "-S", "sft.log_every=1", "-S", "sft.save_
 SFT += ["-S", "sft.batch_size=4", "-S", "sft.heldout_per_task=0"]
 
 
-def _env() -> dict[str, str]:
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_TRACKING_URI", "ONETHINKER_PARENT_RUN_ID")}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        HF_HUB_OFFLINE="1",
-        PYTHONUNBUFFERED="1",
-    )
-    return env
+def _env(root: Path) -> dict[str, str]:
+    return clone_env(root / ".state")  # this venv's tools; MLflow in the copy's own store
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +44,7 @@ def repo(tmp_path_factory) -> Path:
     params = deep_merge(yaml.safe_load((root / "params.yaml").read_text()), yaml.safe_load(SMOKE.read_text()))
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     for cmd in (["onethinker", "prepare"], ["onethinker", "base-model"]):
-        proc = subprocess.run(cmd, cwd=root, env=_env(), capture_output=True, text=True, timeout=600)
+        proc = subprocess.run(cmd, cwd=root, env=_env(root), capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
     return root
 
@@ -90,7 +82,7 @@ def _start(root: Path, *sets: str) -> subprocess.Popen:
     return subprocess.Popen(
         ["onethinker", "sft", *SFT, *sets],
         cwd=root,
-        env=_env(),
+        env=_env(repo),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
@@ -132,7 +124,7 @@ def test_killed_training_resumes_into_the_same_run(repo: Path) -> None:
     assert logged_before > _checkpoint_step(repo)  # steps the resumed process computes again
 
     done = subprocess.run(
-        ["onethinker", "sft", *SFT], cwd=repo, env=_env(), capture_output=True, text=True, timeout=900
+        ["onethinker", "sft", *SFT], cwd=repo, env=_env(repo), capture_output=True, text=True, timeout=900
     )
     assert done.returncode == 0, done.stderr[-3000:]
     (run,) = _sft_runs(repo)
@@ -143,8 +135,9 @@ def test_killed_training_resumes_into_the_same_run(repo: Path) -> None:
     assert summary["mlflow_run_id"] == run.info.run_id and 10 <= summary["resumed_from_step"] < logged_before
 
 
-def test_sigterm_ends_the_run_killed(repo: Path) -> None:
-    proc = _start(repo, "-S", "sft.seed=1")
+def _start_logging(repo: Path, seed: int) -> tuple[subprocess.Popen, str]:
+    """A fresh training (another seed: not resumable) that has logged a couple of steps; its run id."""
+    proc = _start(repo, "-S", f"sft.seed={seed}")
 
     def logging() -> bool:
         run_id = _running_run(repo)
@@ -152,27 +145,26 @@ def test_sigterm_ends_the_run_killed(repo: Path) -> None:
 
     _wait_for(proc, logging)
     run_id = _running_run(repo)
+    assert run_id is not None
+    return proc, run_id
+
+
+def test_sigterm_ends_the_run_killed(repo: Path) -> None:
+    proc, run_id = _start_logging(repo, seed=1)
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(timeout=120) == 143
     assert _client(repo).get_run(run_id).info.status == "KILLED"
 
 
 def test_a_dead_run_that_is_not_resumed_ends_failed(repo: Path) -> None:
-    proc = _start(repo, "-S", "sft.seed=2")
-
-    def logging() -> bool:
-        run_id = _running_run(repo)
-        return run_id is not None and len(_logged_steps(repo, run_id)) >= 2
-
-    _wait_for(proc, logging)
-    dead = _running_run(repo)
+    proc, dead = _start_logging(repo, seed=2)
     proc.send_signal(signal.SIGKILL)
     proc.wait(timeout=60)
     # the next start trains under other settings: it does not resume the dead run, it fails it
     done = subprocess.run(
         ["onethinker", "sft", *SFT, "-S", "sft.seed=3", "-S", "sft.max_steps=1"],
         cwd=repo,
-        env=_env(),
+        env=_env(repo),
         capture_output=True,
         text=True,
         timeout=900,
