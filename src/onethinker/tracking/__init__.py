@@ -223,7 +223,7 @@ def stage_run(
         experiment_id=None if resume else exp,
         run_name=None if resume else stage,
         tags=all_tags,
-        log_system_metrics=system_metrics,
+        log_system_metrics=True if system_metrics else None,  # None: MLflow's own setting decides
     )
     status = "FINISHED"
     try:
