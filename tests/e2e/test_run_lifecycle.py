@@ -28,7 +28,7 @@ from repo_copy import copy_worktree, deep_merge
 
 REPO = Path(__file__).resolve().parents[2]
 SMOKE = REPO / "tests" / "integration" / "params.smoke.yaml"
-STEPS = 200
+STEPS = 30
 SFT = ["-S", f"sft.max_steps={STEPS}", "-S", "sft.log_every=1", "-S", "sft.save_every=5"]
 SFT += ["-S", "sft.batch_size=4", "-S", "sft.heldout_per_task=0"]
 
