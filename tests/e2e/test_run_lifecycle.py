@@ -82,7 +82,7 @@ def _start(root: Path, *sets: str) -> subprocess.Popen:
     return subprocess.Popen(
         ["onethinker", "sft", *SFT, *sets],
         cwd=root,
-        env=_env(repo),
+        env=_env(root),
         stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
