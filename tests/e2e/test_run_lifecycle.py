@@ -46,6 +46,9 @@ def repo(tmp_path_factory) -> Path:
     for cmd in (["onethinker", "prepare"], ["onethinker", "base-model"]):
         proc = subprocess.run(cmd, cwd=root, env=_env(root), capture_output=True, text=True, timeout=600)
         assert proc.returncode == 0, proc.stderr[-3000:]
+    # create the MLflow store now: the tests poll it while sft runs, and two processes creating the same
+    # SQLite schema at once collide (alembic's "_alembic_tmp_... already exists")
+    _client(root).search_experiments()
     return root
 
 
