@@ -205,9 +205,7 @@ def render_html(report: DatasetReport) -> str:
     out.append("</table>")
     for i, r in enumerate(report.files):
         out.append(f'<h2 id="file-{i}">{_e(r.path)} {_verdict(r.ok)}</h2>')
-        out.append(
-            f"<p>kind {_e(r.kind)}, {r.num_records} records, {len(r.failures)} failures.</p>"
-        )
+        out.append(f"<p>kind {_e(r.kind)}, {r.num_records} records, {len(r.failures)} failures.</p>")
         if r.extra_fields:
             listed = ", ".join(f"{_e(k)} ({v})" for k, v in sorted(r.extra_fields.items()))
             out.append(f"<p>Fields kept but not read by the pipeline (records carrying them): {listed}.</p>")
