@@ -24,7 +24,7 @@ import subprocess
 import sys
 import time
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -227,6 +227,29 @@ def stage_env(parent_run_id: str | None, base: Mapping[str, str] | None = None) 
     return env
 
 
+RAN = "ran"
+UP_TO_DATE = "up to date"
+RESTORED = "restored from DVC's run cache"
+_OUTCOME_LINES = (
+    (re.compile(r"^Running stage '([^']+)':"), RAN),
+    (re.compile(r"^Stage '([^']+)' didn't change, skipping"), UP_TO_DATE),
+    (re.compile(r"^Stage '([^']+)' is cached - skipping run, checking out outputs"), RESTORED),
+)
+
+
+def stage_outcome(line: str) -> tuple[str, str] | None:
+    """(stage, outcome) when ``line`` is DVC saying it ran, skipped or restored a stage, else None.
+
+    Outcomes: ``RAN`` (the command ran), ``UP_TO_DATE`` (nothing changed: the outputs are an earlier run's),
+    ``RESTORED`` (the outputs of an earlier run with the same inputs were checked out from the run cache).
+    """
+    for pattern, outcome in _OUTCOME_LINES:
+        m = pattern.match(line.strip())
+        if m:
+            return m.group(1), outcome
+    return None
+
+
 @dataclass
 class CommandResult:
     returncode: int
@@ -234,6 +257,8 @@ class CommandResult:
     tail: str
     ran_stage: bool = False
     """Whether DVC started a stage command (a ``Running stage '...'`` line was printed)."""
+    outcomes: dict[str, str] = field(default_factory=dict)
+    """What DVC did with each stage it considered (``stage_outcome``), in order."""
 
 
 def run_command(
@@ -243,6 +268,7 @@ def run_command(
     t0 = time.perf_counter()
     tail: collections.deque[str] = collections.deque(maxlen=_TAIL_LINES)
     ran_stage = False
+    outcomes: dict[str, str] = {}
     with subprocess.Popen(
         cmd,
         cwd=cwd,
@@ -258,10 +284,13 @@ def run_command(
             line = raw.rstrip("\n")
             tail.append(line)
             ran_stage = ran_stage or line.startswith("Running stage")
+            found = stage_outcome(line)
+            if found is not None:
+                outcomes[found[0]] = found[1]
             if on_line is not None:
                 on_line(line)
         returncode = proc.wait()
-    return CommandResult(returncode, time.perf_counter() - t0, "\n".join(tail), ran_stage)
+    return CommandResult(returncode, time.perf_counter() - t0, "\n".join(tail), ran_stage, outcomes)
 
 
 def read_validation_summary(report_dir: Path, not_before: float) -> dict[str, Any] | None:

@@ -9,7 +9,11 @@ what is up to date and runs ``prepare`` / ``base_model`` as dependencies. Around
 - retries a failed stage with exponential backoff, except a validation failure (the flow fails at once
   with the report's path and counts in its message and in the ``validation-report`` artifact; nothing
   downstream runs) and a configuration error (exit code 2);
-- publishes the evaluation table (``evaluation-results``) and the registry decision (``registry-decision``).
+- publishes the evaluation table (``evaluation-results``) and the registry decision (``registry-decision``);
+- says what DVC did with each stage (ran, up to date, restored from the run cache): a tag per stage on the
+  parent run (``onethinker.stage_outcome.<stage>``) and a ``pipeline-stages`` artifact. When ``evaluate`` or
+  ``register`` did not run, their artifacts say so and name the earlier run whose results they show, and the
+  parent run gets no evaluation metrics (it logs only an evaluation that ran under it).
 
 Placement (``pools``, ``dispatch``): by default every stage runs in this flow run's own process, so the
 deployment's work pool decides where everything runs. With ``dispatch=True`` each stage becomes a run of
@@ -145,16 +149,56 @@ def parent_run(
 # One stage
 
 
-def publish_eval_table(path: Path, title: str, key: str = "evaluation-results") -> dict[str, float]:
-    """Markdown artifact from an ``eval.json``; returns flat summary metrics for the parent run."""
+def publish_eval_table(
+    path: Path, title: str, key: str = "evaluation-results", note: str | None = None
+) -> dict[str, float]:
+    """Markdown artifact from an ``eval.json``; returns flat summary metrics for the parent run.
+
+    ``note`` (the evaluation did not run in this pipeline run): shown under the title, and no metrics are
+    returned, so the parent run never records an evaluation that did not run under it."""
     data = reports.read_json(path)
     if data is None:
         create_markdown_artifact(
             key=key, markdown=f"# {title}\n\nNo evaluation metrics at `{path}`.\n", description=title
         )
         return {}
-    create_markdown_artifact(key=key, markdown=reports.eval_table(data, title), description=title)
-    return reports.eval_summary_metrics(data)
+    description = f"{title} (earlier results: the stage did not run)" if note else title
+    create_markdown_artifact(key=key, markdown=reports.eval_table(data, title, note), description=description)
+    return {} if note else reports.eval_summary_metrics(data)
+
+
+STAGE_TAG = "onethinker.stage_outcome."
+"""Parent-run tag per stage: what DVC did with it in this pipeline run (``commands.RAN`` ...)."""
+
+
+def record_outcome(parent_run_id: str | None, stage: str, outcome: str) -> None:
+    """Tag the pipeline's MLflow run with what DVC did with ``stage`` (best effort: tracking may be down)."""
+    if not parent_run_id:
+        return
+    import mlflow
+
+    from onethinker import tracking
+
+    try:
+        tracking.configure(_workspace())
+        mlflow.MlflowClient().set_tag(parent_run_id, STAGE_TAG + stage, outcome)
+    except Exception as exc:  # the stage's own result stands; the tag is a courtesy
+        get_run_logger().warning("could not tag the parent run with %s=%s: %s", stage, outcome, exc)
+
+
+def recorded_outcomes(parent: Mapping[str, Any], results: Mapping[str, Mapping[str, Any]]) -> dict[str, str]:
+    """Stage outcomes: those the stages returned here, completed by the tags on the parent run (which is
+    how dispatched stage runs report theirs)."""
+    import mlflow
+
+    out = {stage: str(r["outcome"]) for stage, r in results.items() if r.get("outcome")}
+    try:
+        run = mlflow.MlflowClient(parent["tracking_uri"]).get_run(parent["run_id"])
+    except Exception as exc:  # tracking down: what this process saw is all there is
+        get_run_logger().warning("could not read the stage outcomes from the parent run: %s", exc)
+        return out
+    tags = {k[len(STAGE_TAG) :]: v for k, v in run.data.tags.items() if k.startswith(STAGE_TAG)}
+    return {**tags, **out}
 
 
 def run_stage(
@@ -177,7 +221,11 @@ def run_stage(
         )
         logger.error("%s", exc)
         raise
-    out: dict[str, Any] = {"stage": stage, "seconds": round(result.seconds, 1)}
+    # what DVC did with this stage (its upstream stages may have run in the same command)
+    outcome = result.outcomes.get(stage, commands.RAN if result.ran_stage else commands.UP_TO_DATE)
+    record_outcome(parent_run_id, stage, outcome)
+    out: dict[str, Any] = {"stage": stage, "seconds": round(result.seconds, 1), "outcome": outcome}
+    ran = outcome == commands.RAN
     params = commands.read_params(root)  # dvc exp run may have written the overrides into it
     if stage == "validate":
         summary = reports.read_json(report_dir / "summary.json")
@@ -188,19 +236,24 @@ def run_stage(
                 markdown=reports.validation_markdown(summary, report_dir),
             )
     elif stage == "evaluate":
-        path = root / str(commands.get_param(params, "evaluate.metrics_file", "metrics/eval.json", overrides))
-        out["metrics"] = publish_eval_table(path, "Evaluation: accuracy per task and model")
+        rel = str(commands.get_param(params, "evaluate.metrics_file", "metrics/eval.json", overrides))
+        note = (
+            None if ran else reports.earlier_results_note(stage, outcome, rel, reports.read_json(root / rel))
+        )
+        out["metrics"] = publish_eval_table(root / rel, "Evaluation: accuracy per task and model", note=note)
     elif stage == "register":
         rel = str(commands.get_param(params, "register.registry_file", "metrics/registry.json", overrides))
         registry = reports.read_json(root / rel)
+        note = None if ran else reports.earlier_results_note(stage, outcome, rel, registry)
         create_markdown_artifact(
             key="registry-decision",
-            markdown=reports.registry_markdown(registry, rel),
-            description="the register stage's gate decision",
+            markdown=reports.registry_markdown(registry, rel, note),
+            description="the register stage's gate decision"
+            + ("" if ran else " (an earlier decision: the stage did not run)"),
         )
-        if registry is not None:
+        if registry is not None and ran:
             out["registry"] = registry.get("latest", registry)
-    logger.info("stage %s done in %.1fs", stage, result.seconds)
+    logger.info("stage %s: %s (%.1fs)", stage, outcome, result.seconds)
     return out
 
 
@@ -329,10 +382,18 @@ def training_pipeline(
                 )
             summary["stages"][stage] = result
             parent["metrics"].update(result.get("metrics") or {})
-        if dispatch and "evaluate" in stages:  # the table was published by the child run; log its numbers
+        outcomes = recorded_outcomes(parent, summary["stages"])
+        summary["outcomes"] = {s: outcomes.get(s, "unknown") for s in stages}
+        # the table was published by the child run; log its numbers only if it evaluated in this run
+        if dispatch and outcomes.get("evaluate") == commands.RAN:
             params = commands.read_params(root)
             path = root / str(commands.get_param(params, "evaluate.metrics_file", "metrics/eval.json"))
             parent["metrics"].update(reports.eval_summary_metrics(reports.read_json(path) or {}))
+        create_markdown_artifact(
+            key="pipeline-stages",
+            markdown=reports.stage_outcomes_markdown(summary["outcomes"]),
+            description="which stages ran in this pipeline run and which were up to date",
+        )
     logger.info("pipeline done; MLflow parent run %s", summary["mlflow"]["run_id"])
     return summary
 

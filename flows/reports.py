@@ -4,6 +4,8 @@
   "tasks": {slug: {"accuracy", ...}}}}}``) -> one row per task, one column per model.
 - :func:`registry_markdown`: ``metrics/registry.json`` (the register stage's decisions) -> the latest decision.
 - :func:`validation_markdown`: ``reports/validation/summary.json`` -> counts per rule and file, first failures.
+- :func:`earlier_results_note`, :func:`stage_outcomes_markdown`: when DVC skipped a stage, say so and name
+  the earlier run whose results an artifact shows (a skipped stage's table is never presented as new).
 """
 
 from __future__ import annotations
@@ -34,15 +36,55 @@ def _cell(text: Any) -> str:
     return str(text).replace("|", "\\|").replace("\n", " ")
 
 
-def eval_table(eval_metrics: Mapping[str, Any], title: str = "Evaluation") -> str:
-    """A markdown table of accuracy per task (rows) and model (columns), then mean accuracy and format rate."""
+def earlier_results_note(stage: str, outcome: str, path: str, data: Mapping[str, Any] | None) -> str:
+    """Says that ``stage`` did not run in this pipeline run and which earlier results the artifact shows.
+
+    ``data``: the stage's JSON file (``metrics/eval.json`` or ``metrics/registry.json``), whose MLflow run id
+    (and, for the registry, the latest decision's time and version) identify the run that produced it.
+    """
+    why = "DVC restored its outputs from the run cache" if "cache" in outcome else "DVC found it up to date"
+    lines = [f"> **Stage `{stage}` did not run in this pipeline run** ({why}). Nothing below is new:"]
+    data = data or {}
+    latest = data.get("latest") if isinstance(data.get("latest"), Mapping) else None
+    history = data.get("history") if isinstance(data.get("history"), list) else []
+    if latest is not None:
+        entry = history[-1] if history and isinstance(history[-1], Mapping) else latest
+        lines.append(
+            f"> it is the latest earlier decision in `{path}`: {entry.get('action', 'register')} of version "
+            f"{entry.get('version', '?')} ({entry.get('decision', '?')}) at {entry.get('time', 'an unknown time')}"
+            f", register run `{entry.get('run_id') or 'unknown'}`."
+        )
+    else:
+        lines.append(
+            f"> it is the earlier result in `{path}`, logged by MLflow run `{data.get('mlflow_run_id') or 'unknown'}`"
+            + (f" (evaluation sample `{data['sample']}`)." if data.get("sample") else ".")
+        )
+    return "\n".join(lines) + "\n"
+
+
+def stage_outcomes_markdown(outcomes: Mapping[str, str]) -> str:
+    """One row per stage of a pipeline run: whether DVC ran it or its outputs are an earlier run's."""
+    lines = ["# Pipeline stages", "", "| stage | in this run |", "|---|---|"]
+    for stage, outcome in outcomes.items():
+        text = "ran" if outcome == "ran" else f"did not run: {outcome} (outputs from an earlier run)"
+        lines.append(f"| {_cell(stage)} | {_cell(text)} |")
+    if not outcomes:
+        lines.append("| – | no stage reported |")
+    return "\n".join(lines) + "\n"
+
+
+def eval_table(eval_metrics: Mapping[str, Any], title: str = "Evaluation", note: str | None = None) -> str:
+    """A markdown table of accuracy per task (rows) and model (columns), then mean accuracy and format rate.
+
+    ``note``: printed under the title (e.g. ``earlier_results_note`` when the evaluation did not run)."""
     models: Mapping[str, Any] = eval_metrics.get("models") or {}
+    head = f"# {title}\n\n" + (f"{note}\n" if note else "")
     if not models:
-        return f"# {title}\n\nNo models in the evaluation metrics.\n"
+        return f"{head}No models in the evaluation metrics.\n"
     names = list(models)
     tasks = sorted({t for m in models.values() for t in ((m or {}).get("tasks") or {})})
     lines = [
-        f"# {title}",
+        head.rstrip("\n"),
         "",
         "| task | " + " | ".join(_cell(n) for n in names) + " |",
         "|---|" + "---:|" * len(names),
@@ -72,8 +114,12 @@ def eval_summary_metrics(eval_metrics: Mapping[str, Any]) -> dict[str, float]:
     return out
 
 
-def registry_markdown(registry: Mapping[str, Any] | None, path: str = "metrics/registry.json") -> str:
-    """The latest registry decision (promoted or refused, version, reasons); a note when there is none."""
+def registry_markdown(
+    registry: Mapping[str, Any] | None, path: str = "metrics/registry.json", note: str | None = None
+) -> str:
+    """The latest registry decision (promoted or refused, version, reasons); a note when there is none.
+
+    ``note``: printed under the title (``earlier_results_note`` when the register stage did not run)."""
     if registry is None:
         return (
             f"# Registry decision\n\nNo registry decision: `{path}` was not found (the register stage "
@@ -81,6 +127,9 @@ def registry_markdown(registry: Mapping[str, Any] | None, path: str = "metrics/r
         )
     latest = registry.get("latest") if isinstance(registry.get("latest"), Mapping) else None
     lines = ["# Registry decision", ""]
+    if note:
+        lines += [note.rstrip("\n"), ""]
+    bare = len(lines)
     if "champion_version" in registry:
         lines.append(f"Champion version after this run: **{registry.get('champion_version')}**")
         lines.append("")
@@ -102,7 +151,7 @@ def registry_markdown(registry: Mapping[str, Any] | None, path: str = "metrics/r
         elif isinstance(value, Mapping) and value:
             lines.append(f"**{key}**: `{json.dumps(value, sort_keys=True)}`")
             lines.append("")
-    if len(lines) <= 2:
+    if len(lines) <= bare:
         lines.append("The registry file holds no decision yet.")
     return "\n".join(lines).rstrip() + "\n"
 

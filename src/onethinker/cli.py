@@ -639,6 +639,44 @@ def report(
             console.print(f"  - {reason}")
 
 
+@app.command("check-lock")
+def check_lock(
+    stages: Annotated[
+        list[str] | None,
+        typer.Argument(help="Stages to run in the clone (default: prepare validate base_model)."),
+    ] = None,
+    rev: Annotated[str, typer.Option(help="The commit to check.")] = "HEAD",
+) -> None:
+    """Clone the commit, `dvc repro` the stages there and compare with its committed dvc.lock.
+
+    Exits 1 and lists each difference (stage, path, both hashes) when a fresh clone does not compute the
+    committed lock; metrics files are compared by content, without wall time, memory and MLflow ids.
+    """
+    from onethinker.lockcheck import DEFAULT_STAGES
+    from onethinker.lockcheck import check_lock as run_check
+    from onethinker.tracking import repo_root
+
+    chosen = list(stages or DEFAULT_STAGES)
+    t0 = time.perf_counter()
+    try:
+        diffs = run_check(repo_root(), chosen, rev)
+    except RuntimeError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    seconds = time.perf_counter() - t0
+    if diffs:
+        for line in diffs:
+            typer.secho(line, fg="red", err=True)
+        typer.secho(
+            f"dvc.lock at {rev} is not what a fresh clone computes for {', '.join(chosen)} "
+            f"({len(diffs)} difference(s), {seconds:.0f}s); rerun `dvc repro` and commit dvc.lock",
+            fg="red",
+            err=True,
+        )
+        raise typer.Exit(1)
+    typer.echo(f"dvc.lock at {rev} reproduced by a fresh clone for {', '.join(chosen)} in {seconds:.0f}s")
+
+
 def main() -> None:  # pragma: no cover - console entry point
     sys.exit(app())
 

@@ -494,16 +494,20 @@ def test_reports_are_written(corrupted: Corrupted, tmp_path: Path) -> None:
 
 
 def test_summary_is_the_same_bytes_whatever_the_timing(corrupted: Corrupted, tmp_path: Path) -> None:
-    """DVC hashes summary.json (base_model depends on it): a re-validation must not change it."""
+    """DVC hashes summary.json and index.html (reports/validation is a cached output; base_model depends on
+    the summary): a re-validation must not change either."""
     import dataclasses
 
-    first = write_reports(corrupted.report, tmp_path / "a")["summary"].read_bytes()
+    written = write_reports(corrupted.report, tmp_path / "a")
+    first, page = written["summary"].read_bytes(), written["html"].read_bytes()
     slower = dataclasses.replace(
         corrupted.report,
         files=[dataclasses.replace(f, elapsed_s=f.elapsed_s + 9.0) for f in corrupted.report.files],
         elapsed_s=corrupted.report.elapsed_s + 60.0,
     )
-    assert write_reports(slower, tmp_path / "b")["summary"].read_bytes() == first
+    again = write_reports(slower, tmp_path / "b")
+    assert again["summary"].read_bytes() == first
+    assert again["html"].read_bytes() == page
 
 
 def test_multiple_choice_may_carry_its_choices_in_the_problem(copy_dataset: Callable[[str], Any]) -> None:

@@ -3,10 +3,17 @@
 Checks that every stage runs to completion, writes its metrics, registers a champion that loads and
 answers, and that a second `dvc repro` skips every stage. A corrupted record makes `onethinker validate`
 exit non-zero and name it.
+
+Reproducible and traceable: the pipeline up to ``grpo`` in a second folder writes the same data bytes and
+DVC computes the same hashes for every model; from the registry's ``champion`` alias, MLflow's API alone leads
+to the SFT and GRPO runs, their logged models, the dataset digest (DVC's hash of ``data``) and the git commit;
+``dvc push`` to the default remote (a folder next to the checkout), ``git clone``, ``dvc pull`` and
+``dvc repro`` in the clone skip every stage.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import subprocess
 import sys
@@ -34,7 +41,10 @@ def _copy_repo(dest: Path) -> Path:
 
 
 def _env(root: Path) -> dict[str, str]:
-    return stage_env(root)
+    env = stage_env(root)
+    # short stages still log system metrics
+    env.update(MLFLOW_SYSTEM_METRICS_SAMPLING_INTERVAL="1", MLFLOW_SYSTEM_METRICS_SAMPLES_BEFORE_LOGGING="1")
+    return env
 
 
 @pytest.fixture(scope="module")
@@ -46,12 +56,15 @@ def pipeline(tmp_path_factory) -> dict:
     )
     (root / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     env = _env(root)
+    sha = subprocess.run(
+        ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True
+    ).stdout.strip()
     first = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=1500)
     t0 = time.perf_counter()
     second = subprocess.run(["dvc", "repro"], cwd=root, env=env, capture_output=True, text=True, timeout=300)
     noop_s = time.perf_counter() - t0
     print(f"\nno-op dvc repro: {noop_s:.2f}s")
-    return {"root": root, "env": env, "first": first, "second": second, "noop_s": noop_s}
+    return {"root": root, "env": env, "first": first, "second": second, "noop_s": noop_s, "sha": sha}
 
 
 def test_every_stage_runs(pipeline) -> None:
@@ -167,3 +180,129 @@ def test_register_rescores_a_champion_scored_on_another_sample(pipeline) -> None
     # the champion is the same grpo model: on the same sample, greedy, it scores exactly what the candidate does
     assert rescored["mean_accuracy_after"] == part["models"]["grpo"]["mean_accuracy"]
     assert not any("another evaluation sample" in r for r in latest["reasons"]), latest["reasons"]
+
+
+def _run(cmd: list[str], cwd: Path, timeout: int = 1500) -> subprocess.CompletedProcess[str]:
+    proc = subprocess.run(cmd, cwd=cwd, env=_env(cwd), capture_output=True, text=True, timeout=timeout)
+    assert proc.returncode == 0, (cmd, proc.stdout[-3000:], proc.stderr[-3000:])
+    return proc
+
+
+def _lock_hashes(root: Path) -> dict[str, str]:
+    lock = yaml.safe_load((root / "dvc.lock").read_text())
+    return {o["path"]: o["md5"] for s in lock["stages"].values() for o in s.get("outs") or []}
+
+
+def _tree(root: Path) -> dict[str, str]:
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
+
+
+def test_another_folder_writes_the_same_data_and_models(pipeline, tmp_path: Path) -> None:
+    """Same params, same bytes: ``prepare`` writes identical trees (videos included) and SFT and GRPO
+    identical models (CPU, fixed thread count) in a second folder."""
+    root = pipeline["root"]
+    other = _copy_repo(tmp_path / "other")
+    (other / "params.yaml").write_text((root / "params.yaml").read_text())
+    _run(["dvc", "repro", "grpo"], other)
+    data = _tree(root / "data")
+    assert data == _tree(other / "data")
+    assert any(p.endswith(".mp4") for p in data) and any(p.endswith(".png") for p in data)
+    first, second = _lock_hashes(root), _lock_hashes(other)
+    for out in ("data", "reports/validation", "models/base", "models/sft", "models/grpo"):
+        assert first[out] == second[out], out
+
+
+def test_the_champion_leads_to_its_runs_models_data_and_commit(pipeline) -> None:
+    """Through MLflow's API alone (a real SQLite store): version -> runs -> logged models, dataset, commit."""
+    import mlflow
+    from mlflow.entities import LoggedModelStatus
+
+    root = pipeline["root"]
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    data_hash = _lock_hashes(root)["data"]
+    version = client.get_model_version_by_alias("onethinker", "champion")
+    tags = version.tags
+    assert tags["git_commit"] == pipeline["sha"] and tags["dvc.data_hash"] == data_hash
+    assert version.run_id == tags["register_run_id"]
+    assert (
+        client.get_experiment_by_name("onethinker").tags["mlflow.experimentKind"]
+        == "custom_model_development"
+    )
+
+    for stage in ("sft", "grpo"):
+        run = client.get_run(tags[f"{stage}_run_id"])
+        assert run.info.status == "FINISHED" and run.data.tags["onethinker.stage"] == stage
+        assert run.data.tags["mlflow.source.git.commit"] == pipeline["sha"]
+        assert data_hash in {d.dataset.digest for d in run.inputs.dataset_inputs}
+        assert any(k.startswith("system/") for k in run.data.metrics), sorted(run.data.metrics)[:10]
+        summary = json.loads((root / "metrics" / f"{stage}.json").read_text())
+        model_id = tags[f"{stage}_model_id"]
+        assert summary["mlflow_run_id"] == run.info.run_id and summary["mlflow_model_id"] == model_id
+        assert {o.model_id: o.step for o in run.outputs.model_outputs}[model_id] == summary["steps"]
+        model = client.get_logged_model(model_id)
+        assert model.source_run_id == run.info.run_id and model.status == LoggedModelStatus.READY
+        assert {m.key for m in model.metrics} >= {"heldout/mean_accuracy", "heldout/format_rate"}
+        files = {f.path for f in client.list_logged_model_artifacts(model_id)}
+        assert {"config.json", "model.safetensors"} <= files, files
+
+    register = client.get_run(version.run_id)
+    assert data_hash in {d.dataset.digest for d in register.inputs.dataset_inputs}
+    assert {tags["sft_model_id"], tags["grpo_model_id"]} <= {m.model_id for m in register.inputs.model_inputs}
+    assert data_hash in {d.dataset.digest for d in client.get_run(tags["eval_run_id"]).inputs.dataset_inputs}
+
+
+def test_a_resumed_grpo_continues_its_mlflow_run(pipeline) -> None:
+    """GRPO interrupted after its first checkpoint, then re-run: one MLflow run holds steps 1..3 once each."""
+    root = pipeline["root"]
+    sets = {
+        "grpo.steps": 3,
+        "grpo.save_every": 1,
+        "grpo.heldout_per_task": 0,
+        "grpo.output_dir": "models/grpo_resume",
+        "grpo.checkpoint_dir": "checkpoints/grpo_resume",
+        "grpo.metrics_file": "metrics/grpo_resume.json",
+        "grpo.plots_dir": "reports/grpo_resume",
+    }
+    cut = (
+        "from pathlib import Path; from onethinker.config import load_params;"
+        "from onethinker.rl.stage import run_grpo_stage;"
+        f"run_grpo_stage(load_params(Path('params.yaml'), {sets!r}), stop_after_steps=1, progress=False)"
+    )
+    _run([sys.executable, "-c", cut], root, timeout=600)
+    _run(
+        ["onethinker", "grpo", *[a for k, v in sets.items() for a in ("--set", f"{k}={v}")]],
+        root,
+        timeout=600,
+    )
+    import mlflow
+
+    client = mlflow.MlflowClient(f"sqlite:///{root / 'mlflow' / 'mlflow.db'}")
+    run_id = json.loads((root / "metrics" / "grpo_resume.json").read_text())["mlflow_run_id"]
+    run = client.get_run(run_id)
+    assert run.info.status == "FINISHED" and run.data.tags["onethinker.resumed"] == "true"
+    assert sorted(m.step for m in client.get_metric_history(run_id, "train/reward/overall")) == [1, 2, 3]
+
+
+def test_a_fresh_clone_pulls_and_skips_every_stage(pipeline) -> None:
+    """Commit the results, ``dvc push`` to the default remote, clone next to it, ``dvc pull``, ``dvc repro``."""
+    root = pipeline["root"]
+    subprocess.run(["git", "add", "-u"], cwd=root, check=True)  # dvc.lock and the metrics files
+    subprocess.run(
+        ["git", "-c", "user.name=t", "-c", "user.email=t@t", "commit", "-qm", "results"], cwd=root, check=True
+    )
+    _run(["dvc", "push"], root)
+    assert any((root.parent / "onethinker-dvc-remote").rglob("*")), (
+        "the default remote is ../onethinker-dvc-remote"
+    )
+    clone = root.parent / f"{root.name}-clone"
+    subprocess.run(["git", "clone", "-q", str(root), str(clone)], check=True)
+    _run(["dvc", "pull"], clone, timeout=600)
+    repro = _run(["dvc", "repro"], clone, timeout=600)
+    assert "Running stage" not in repro.stdout, repro.stdout
+    assert "up to date" in _run(["dvc", "status"], clone, timeout=300).stdout
+    for model in ("base", "sft", "grpo"):  # the DVC outputs (models/grpo_resume is another test's)
+        assert _tree(clone / "models" / model) == _tree(root / "models" / model), model

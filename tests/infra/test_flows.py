@@ -206,6 +206,57 @@ def test_registry_markdown_with_and_without_a_decision() -> None:
     assert "| decision | promoted |" in text and "- aggregate 0.6 >= 0.5 + 0.01" in text
 
 
+def test_stage_outcomes_are_read_from_dvc_output(tmp_path: Path) -> None:
+    """DVC's own lines (dvc/stage/run.py, dvc/stage/__init__.py, dvc/stage/cache.py) name what it did."""
+    assert commands.stage_outcome("Running stage 'sft':") == ("sft", commands.RAN)
+    assert commands.stage_outcome("Stage 'evaluate' didn't change, skipping") == (
+        "evaluate",
+        commands.UP_TO_DATE,
+    )
+    assert commands.stage_outcome("Stage 'grpo' is cached - skipping run, checking out outputs") == (
+        "grpo",
+        commands.RESTORED,
+    )
+    assert commands.stage_outcome("Updating lock file 'dvc.lock'") is None
+    script = (
+        "print(\"Stage 'prepare' didn't change, skipping\")\n"
+        "print(\"Stage 'validate' didn't change, skipping\")\n"
+        "print(\"Running stage 'sft':\")"
+    )
+    result = commands.run_command([sys.executable, "-c", script], tmp_path, {})
+    assert result.outcomes == {"prepare": "up to date", "validate": "up to date", "sft": "ran"}
+
+
+def test_artifacts_of_a_stage_that_did_not_run_name_the_earlier_run() -> None:
+    eval_json = {
+        "models": {"grpo": {"mean_accuracy": 0.3, "tasks": {}}},
+        "mlflow_run_id": "r-eval",
+        "sample": "s1",
+    }
+    note = reports.earlier_results_note("evaluate", commands.UP_TO_DATE, "metrics/eval.json", eval_json)
+    assert "did not run in this pipeline run" in note and "DVC found it up to date" in note
+    assert "`r-eval`" in note and "`s1`" in note
+    table = reports.eval_table(eval_json, "Evaluation", note)
+    assert table.splitlines()[0] == "# Evaluation" and "did not run" in table.splitlines()[2]
+    assert "| task | grpo |" in table
+
+    registry = {
+        "champion_version": 2,
+        "latest": {"action": "register", "version": 2, "decision": "promoted"},
+        "history": [
+            {"action": "register", "version": 2, "decision": "promoted", "time": "T", "run_id": "r-reg"}
+        ],
+    }
+    note = reports.earlier_results_note("register", commands.RESTORED, "metrics/registry.json", registry)
+    assert "run cache" in note and "version 2 (promoted) at T" in note and "`r-reg`" in note
+    text = reports.registry_markdown(registry, "metrics/registry.json", note)
+    assert text.index("did not run") < text.index("| decision | promoted |")
+
+    stages = reports.stage_outcomes_markdown({"validate": "up to date", "sft": "ran"})
+    assert "| validate | did not run: up to date (outputs from an earlier run) |" in stages
+    assert "| sft | ran |" in stages
+
+
 def test_validation_markdown(tmp_path: Path) -> None:
     text = reports.validation_markdown(SUMMARY, tmp_path)
     assert text.startswith("# Data validation FAILED")

@@ -190,6 +190,28 @@ def test_validate_only_run_completes_in_process_with_overrides(stack: Stack, mak
     assert runs[0]["info"]["run_id"] in link
     params = {p["key"]: p["value"] for p in runs[0]["data"]["params"]}
     assert json.loads(params["overrides"]) == {"prepare.eval_per_task": 1}
+    tags = {t["key"]: t["value"] for t in runs[0]["data"]["tags"]}
+    assert tags["onethinker.stage_outcome.validate"] == "ran"
+    assert "| validate | ran |" in arts["pipeline-stages"]["data"]
+
+    # the same run again: DVC skips the stage, and the run and its artifacts say so
+    again = stack.run_deployment(
+        "training-pipeline/weekly",
+        {"stages": ["validate"], "dispatch": False, "overrides": {"prepare.eval_per_task": 1}, "retries": 0},
+    )
+    assert stack.wait_flow_run(again, timeout=240)["state"]["type"] == "COMPLETED"
+    (second,) = stack.mlflow(
+        "POST",
+        "/runs/search",
+        {
+            "experiment_ids": [runs[0]["info"]["experiment_id"]],
+            "filter": f"tags.`prefect.flow_run_id` = '{again}'",
+        },
+    )["runs"]
+    tags = {t["key"]: t["value"] for t in second["data"]["tags"]}
+    assert tags["onethinker.stage_outcome.validate"] == "up to date", tags
+    stages = {a["key"]: a for a in stack.artifacts([again])}["pipeline-stages"]["data"]
+    assert "| validate | did not run: up to date" in stages, stages
 
 
 def test_repo_copy_leaves_workspace_alone(make_repo) -> None:

@@ -7,6 +7,8 @@ and Prefect on PostgreSQL, artifacts proxied by the MLflow server; ``make serve 
 it. Then ``evaluation-only/nightly`` re-evaluates the champion the run registered. Checked: the flow runs
 completed, each stage ran on its pool, the MLflow server holds the stage runs nested under the pipeline's
 run with per-task metrics, the registry holds a version with an alias, and the Prefect artifacts exist.
+A second weekly run finds every stage up to date: its artifacts say so and name the earlier runs, and its
+parent run gets no evaluation metrics.
 On PostgreSQL also: the same runs, metrics, logged models, versions and aliases counted in the ``mlflow``
 database and the flow runs in the ``prefect`` one, the model files in the server's artifact folder and
 downloaded through its proxy, and the champion loaded by alias through the server in a fresh process.
@@ -103,6 +105,20 @@ def test_training_pipeline_then_nightly_evaluation(any_stack: Stack, make_repo) 
     table = {a["key"]: a for a in stack.artifacts([nightly])}["evaluation-results"]["data"]
     assert f"v{aliases['champion']}" in table and table.splitlines()[2] == "| task | champion |"
     assert "champion" in json.loads((root / "reports" / "nightly" / "eval.json").read_text())["models"]
+
+    # the weekly run again: DVC skips every stage; nothing is republished as new
+    again = stack.run_deployment("training-pipeline/weekly", {"retries": 0})
+    assert stack.wait_flow_run(again, timeout=900)["state"]["type"] == "COMPLETED"
+    (second,) = _runs(stack, f"tags.`prefect.flow_run_id` = '{again}'")
+    tags = {t["key"]: t["value"] for t in second["data"]["tags"]}
+    assert {tags[f"onethinker.stage_outcome.{s}"] for s in STAGES} == {"up to date"}, tags
+    assert not [m["key"] for m in second["data"].get("metrics", []) if m["key"].startswith("eval.")]
+    later = [again, *[c["id"] for c in stack.child_flow_runs(again)]]
+    arts = {a["key"]: a for a in stack.artifacts(later)}
+    assert "did not run in this pipeline run" in arts["evaluation-results"]["data"]
+    assert eval_json["mlflow_run_id"] in arts["evaluation-results"]["data"]
+    assert "did not run in this pipeline run" in arts["registry-decision"]["data"]
+    assert "| register | did not run: up to date" in arts["pipeline-stages"]["data"]
 
     if stack.postgres is not None:
         check_production_store(stack, root, run_id, [c["id"] for c in children], aliases)

@@ -216,8 +216,14 @@ def test_same_update_as_one_micro_batch_of_8_or_8_of_1(tiny_sft, tiny_data, tmp_
     assert grads[8].keys() == grads[1].keys() and grads[8]
     for k in grads[8]:
         assert torch.allclose(grads[8][k], grads[1][k], rtol=1e-4, atol=1e-7), k
-    for k in params[8]:  # Adam divides by sqrt(v): float noise in near-zero gradients moves a weight a little
-        assert torch.allclose(params[8][k], params[1][k], rtol=1e-5, atol=1e-2 * tr.cfg.lr), k
+    # Adam divides by sqrt(v): where a gradient is float noise (|g| ~ 1e-9) the two summation orders can move a
+    # weight by up to lr in either direction. Where the gradient is real, the new weights agree closely.
+    lr = tr.cfg.lr
+    for k in params[8]:
+        diff = (params[8][k] - params[1][k]).abs()
+        assert diff.max() <= 2.5 * lr, k  # no step larger than Adam's bound anywhere
+        real = grads[8][k].abs() > 1e-6 if k in grads[8] else torch.ones_like(diff, dtype=torch.bool)
+        assert torch.all(diff[real] <= 1e-2 * lr + 1e-5 * params[8][k].abs()[real]), k
 
 
 # --------------------------------------------------------------------------------------------------

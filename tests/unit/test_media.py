@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +18,8 @@ from onethinker.data.media import (
     fit_pixel_budget,
     load_image,
     probe_video,
+    rgb_conversion,
+    rgb_to_yuv444,
     sample_indices,
     write_video,
 )
@@ -87,7 +93,7 @@ def _decode_all_then_sample(path, fps, max_frames, min_pixels=None, max_pixels=N
 
     info = probe_video(path)
     with av.open(str(path)) as container:
-        decoded = [f.to_ndarray(format="rgb24") for f in container.decode(container.streams.video[0])]
+        decoded = [f.to_ndarray(**rgb_conversion()) for f in container.decode(container.streams.video[0])]
     native = info.fps if info.fps > 0 else fps
     idx = sample_indices(len(decoded), native, fps, max_frames)
     frames = np.stack([decoded[i] for i in idx])
@@ -180,3 +186,52 @@ def test_resolve_under_refuses_escapes(tmp_path: Path) -> None:
     with pytest.raises(MediaError) as b:
         resolve_under(root, "../nothing.png")
     assert str(a.value).replace("secret", "X") == str(b.value).replace("nothing", "X")
+
+
+def test_rgb_to_yuv444_hand_worked() -> None:
+    # BT.601 limited range, integers: white -> (16 + (220*255+128)>>8, 128, 128) = (235, 128, 128);
+    # black -> (16, 128, 128); red -> Y 16 + (66*255+128)>>8 = 82, Cb 128 + (-38*255+128)>>8 = 90,
+    # Cr 128 + (112*255+128)>>8 = 240
+    rgb = np.array([[[[255, 255, 255], [0, 0, 0], [255, 0, 0]]]], dtype=np.uint8)  # (T=1, H=1, W=3, 3)
+    yuv = rgb_to_yuv444(rgb)  # (1, 3, 1, 3)
+    assert yuv.shape == (1, 3, 1, 3)
+    assert yuv[0, :, 0, 0].tolist() == [235, 128, 128]
+    assert yuv[0, :, 0, 1].tolist() == [16, 128, 128]
+    assert yuv[0, :, 0, 2].tolist() == [82, 90, 240]
+
+
+_ENCODE = """
+import ctypes, glob, hashlib, json, sys
+from pathlib import Path
+import av
+import numpy as np
+if sys.argv[2] == "no-simd":  # FFmpeg's C paths only, as on a CPU without SIMD extensions
+    lib = glob.glob(str(Path(av.__file__).parent.parent / "av.libs" / "libavutil*"))
+    if lib:
+        ctypes.CDLL(lib[0]).av_force_cpu_flags(0)
+from onethinker.data.media import decode_video, write_video
+rng = np.random.default_rng(7)
+frames = rng.integers(0, 256, (12, 48, 64, 3)).astype(np.uint8)
+frames[:, 8:30, 10:40] = [200, 30, 90]
+write_video(sys.argv[1], frames, fps=4)
+clip = decode_video(sys.argv[1], fps=4, max_frames=100)
+print(json.dumps({"file": hashlib.sha256(Path(sys.argv[1]).read_bytes()).hexdigest(),
+                  "frames": hashlib.sha256(clip.frames.tobytes()).hexdigest()}))
+"""
+
+
+def test_video_encoding_is_deterministic_across_processes(tmp_path: Path) -> None:
+    """The same frames give the same MP4 bytes and the same decoded pixels in separate processes, also with
+    FFmpeg's SIMD paths switched off (what another CPU would take); no encoder version or time is written."""
+    runs = []
+    for i, mode in enumerate(("default", "default", "no-simd")):
+        out = tmp_path / f"v{i}.mp4"
+        proc = subprocess.run(
+            [sys.executable, "-c", _ENCODE, str(out), mode], capture_output=True, text=True, timeout=120
+        )
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        runs.append(json.loads(proc.stdout.strip().splitlines()[-1]))
+        data = out.read_bytes()
+        assert b"Lavf" not in data  # bitexact muxer: no library version string
+    assert runs[0] == runs[1] == runs[2]
+    assert hashlib.sha256((tmp_path / "v0.mp4").read_bytes()).hexdigest() == runs[0]["file"]

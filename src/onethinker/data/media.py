@@ -12,7 +12,9 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 from PIL import Image
@@ -77,6 +79,16 @@ def load_image(path: str | Path, min_pixels: int | None = None, max_pixels: int 
     if (w, h) != image.size:
         image = image.resize((w, h), Image.BICUBIC)
     return image
+
+
+def rgb_conversion() -> dict[str, Any]:
+    """``to_ndarray`` arguments: FFmpeg's conversion of decoded frames to RGB pinned to its bit-exact C path,
+    with accurate rounding and one thread, so a file decodes to the same pixels on every CPU (SIMD paths
+    may round differently)."""
+    from av.video.reformatter import Interpolation
+
+    flags = Interpolation.BILINEAR | Interpolation.ACCURATE_RND | Interpolation.BITEXACT
+    return {"format": "rgb24", "interpolation": flags, "threads": 1}
 
 
 def probe_video(path: str | Path) -> VideoInfo:
@@ -190,7 +202,7 @@ def _decode_selected(
                 total += 1
                 if not copies:
                     continue
-                array = frame.to_ndarray(format="rgb24")
+                array = frame.to_ndarray(**rgb_conversion())
                 h, w = array.shape[:2]
                 nw, nh = fit_pixel_budget(w, h, min_pixels, max_pixels)
                 if (nw, nh) != (w, h):
@@ -216,22 +228,61 @@ def resolve_under(root: str | Path, rel: str | Path) -> Path:
     return target
 
 
+# x264 settings written into every MP4 we encode: everything that shapes the bitstream is fixed here (one
+# thread, no lookahead threads, a fixed preset, quality and GOP), so the same frames give the same bytes.
+X264_OPTIONS: dict[str, str] = {
+    "preset": "veryfast",
+    "crf": "12",
+    "threads": "1",
+    "x264-params": "threads=1:lookahead-threads=1:sliced-threads=0:keyint=250:min-keyint=4:scenecut=40",
+}
+
+
+def rgb_to_yuv444(frames: np.ndarray) -> np.ndarray:
+    """uint8 RGB (T, H, W, 3) -> uint8 planar Y'CbCr 4:4:4 (T, 3, H, W): BT.601, limited range, integers.
+
+    Y = 16 + (66 R + 129 G + 25 B + 128) >> 8, Cb = 128 + (-38 R - 74 G + 112 B + 128) >> 8,
+    Cr = 128 + (112 R - 94 G - 18 B + 128) >> 8 (the ITU-R BT.601 8-bit integer form). Done here rather than
+    by FFmpeg's swscale, whose conversion is not promised to round the same way on every CPU or version.
+    """
+    rgb = frames.astype(np.int32)
+    r, g, b = rgb[..., 0], rgb[..., 1], rgb[..., 2]  # (T, H, W) each
+    y = 16 + ((66 * r + 129 * g + 25 * b + 128) >> 8)
+    cb = 128 + ((-38 * r - 74 * g + 112 * b + 128) >> 8)
+    cr = 128 + ((112 * r - 94 * g - 18 * b + 128) >> 8)
+    return np.stack([y, cb, cr], axis=1).clip(0, 255).astype(np.uint8)  # (T, 3, H, W)
+
+
 def write_video(path: str | Path, frames: Sequence[np.ndarray] | np.ndarray, fps: int) -> None:
-    """Write uint8 RGB frames (T, H, W, 3) to an MP4 file (H.264 via PyAV's bundled FFmpeg)."""
+    """Write uint8 RGB frames (T, H, W, 3) to an MP4 file (H.264 4:4:4 via PyAV's bundled FFmpeg).
+
+    Deterministic: the same frames and fps give the same bytes. The colour conversion is ours
+    (``rgb_to_yuv444``), x264 runs single-threaded with fixed options (``X264_OPTIONS``), frame timestamps
+    are explicit, and codec and muxer run in FFmpeg's ``bitexact`` mode (no encoder version string, no
+    creation time). Written to a temporary file and renamed, so a reader never sees half a video.
+    """
     import av
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     frames = np.asarray(frames, dtype=np.uint8)
     h, w = frames.shape[1:3]
+    yuv = rgb_to_yuv444(frames)
     tmp = path.with_name(path.name + ".tmp.mp4")
-    with av.open(str(tmp), mode="w") as container:
-        stream = container.add_stream("libx264", rate=int(fps))
+    with av.open(str(tmp), mode="w", format="mp4", container_options={"fflags": "+bitexact"}) as container:
+        stream = container.add_stream("libx264", rate=int(fps), options=dict(X264_OPTIONS))
         stream.width, stream.height = w, h
         stream.pix_fmt = "yuv444p"  # keep colours exact enough for thin shapes and text
-        stream.options = {"crf": "12", "preset": "veryfast", "threads": "1"}
-        for frame in frames:
-            for packet in stream.encode(av.VideoFrame.from_ndarray(frame, format="rgb24")):
+        stream.codec_context.thread_count = 1
+        stream.codec_context.colorspace = 6  # AVCOL_SPC_SMPTE170M: BT.601, what rgb_to_yuv444 computes
+        stream.codec_context.color_range = 1  # AVCOL_RANGE_MPEG: limited range (16-235)
+        stream.codec_context.flags |= int(av.codec.context.Flags.bitexact)
+        stream.codec_context.time_base = Fraction(1, int(fps))
+        for i, planes in enumerate(yuv):
+            frame = av.VideoFrame.from_ndarray(planes, format="yuv444p")
+            frame.pts = i
+            frame.time_base = Fraction(1, int(fps))
+            for packet in stream.encode(frame):
                 container.mux(packet)
         for packet in stream.encode():
             container.mux(packet)

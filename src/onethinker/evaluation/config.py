@@ -41,6 +41,10 @@ class EvaluateConfig:
     """Per-sample predictions (JSONL) and PNG plots."""
     cache_dir: str = "checkpoints/eval"
     """Already-scored samples per model fingerprint: a re-run only generates what is missing."""
+    cpu_threads: int | None = None
+    """torch's intra-op CPU threads (``torch.set_num_threads``). CPU float reductions are split by thread
+    count, so bit-identical results need the same count on every machine; None keeps torch's default (the
+    machine's physical cores)."""
     log_mlflow: bool = True
 
     def validate(self, key: str) -> None:
@@ -48,6 +52,8 @@ class EvaluateConfig:
             raise ConfigError(f"{key}.models: list at least one model")
         if self.max_per_benchmark is not None and self.max_per_benchmark < 1:
             raise ConfigError(f"{key}.max_per_benchmark: must be >= 1 or null")
+        if self.cpu_threads is not None and self.cpu_threads < 1:
+            raise ConfigError(f"{key}.cpu_threads: must be >= 1 or null")
         if self.batch_size < 1:
             raise ConfigError(f"{key}.batch_size: must be >= 1")
         if self.max_new_tokens < 1:

@@ -469,9 +469,11 @@ def write_plots(result: dict[str, Any], out_dir: Path) -> list[Path]:
 def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
     from onethinker import tracking
     from onethinker.evaluation.masks import make_decoder
+    from onethinker.training.model_utils import pin_cpu_threads
 
     cfg: EvaluateConfig = p.evaluate
     check_engine(cfg.engine, "evaluate.engine")
+    pin_cpu_threads(cfg.cpu_threads)
     benchmarks = _benchmarks(cfg, p)
     decoder = make_decoder(cfg.mask_decoder, cfg.sam2_config, cfg.sam2_checkpoint)
     reports = Path(cfg.reports_dir)
@@ -483,6 +485,18 @@ def run_evaluate_stage(p: Params, progress: bool = True) -> dict[str, Any]:
         else contextlib.nullcontext()
     )
     with run_ctx as run:
+        if run is not None:
+            from onethinker.tracking import lineage
+
+            external = bool(cfg.benchmarks)  # released files named in params: their own digest
+            files = sorted({x.record.where.file for _, recs in benchmarks for x in recs})
+            lineage.log_dataset(
+                p.data.root,
+                files,
+                "onethinker-eval",
+                "evaluation",
+                digest_of=files if external else None,
+            )
         result: dict[str, Any] = {"models": {}}
         result["sample"] = sample_fingerprint(benchmarks, cfg, p.media, p.prompt.style, p.reward)
         model_dirs = {name: Path(cfg.model_dir(name)) for name in cfg.models}
@@ -565,8 +579,10 @@ def evaluate_logged_model(model_uri: str, p: Params, progress: bool = True) -> d
 
     from onethinker.evaluation.masks import make_decoder
     from onethinker.registry.pyfunc import MODEL_ARTIFACT
+    from onethinker.training.model_utils import pin_cpu_threads
 
     cfg: EvaluateConfig = p.evaluate
+    pin_cpu_threads(cfg.cpu_threads)
     benchmarks = _benchmarks(cfg, p)
     decoder = make_decoder(cfg.mask_decoder, cfg.sam2_config, cfg.sam2_checkpoint)
     with tempfile.TemporaryDirectory(prefix="onethinker-rescore-") as tmp:

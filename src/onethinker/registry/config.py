@@ -57,13 +57,17 @@ class RegistryConfig:
     eval_metrics: str = "metrics/eval.json"
     """The ``evaluate`` stage's metrics; the gate reads ``models.<model>``; ``mlflow_run_id`` links the run."""
     train_metrics: str | None = "metrics/grpo.json"
-    """The training stage's metrics file; its ``mlflow_run_id`` (when present) links the training run."""
+    """The training stage's metrics file; its ``mlflow_run_id`` / ``mlflow_model_id`` (when present) link the
+    training run and its logged model (tags ``training_run_id``, ``grpo_run_id``, ``grpo_model_id``)."""
+    sft_metrics: str | None = "metrics/sft.json"
+    """The SFT stage's metrics file: links the SFT run and its logged model (``sft_run_id``, ``sft_model_id``)."""
     registry_file: str = "metrics/registry.json"
     """Decisions: ``{"champion_version", ..., "latest": {...}, "history": [...]}`` (a DVC metrics file)."""
     params_file: str = "params.yaml"
     """Hashed into the ``params_hash`` tag of each version."""
     data_out: str = "data"
-    """DVC output whose hash (from dvc.lock) becomes the ``dvc.data_hash`` tag."""
+    """DVC output whose hash (computed from the files as DVC does; dvc.lock's when absent) becomes the
+    ``dvc.data_hash`` tag."""
     max_new_tokens: int = 256
     """Default generation budget of the logged model's ``predict`` (a per-call ``params`` override exists)."""
     gate: GateConfig = field(default_factory=GateConfig)

@@ -11,7 +11,8 @@ Aliases on the registered model (``register.name``):
 The champion trail lives in the registered model's tag ``champion_history`` (comma-separated versions, oldest
 first, current champion last), so repeated rollbacks walk further back and a re-promoted version is pushed
 again. Each version carries its lineage (``git_commit``, ``dvc.data_hash``, ``params_hash``,
-``eval_run_id``, ``training_run_id``, ...), its scores (``eval.mean_accuracy``, ``eval.task.<slug>``) and the
+``sft_run_id``, ``sft_model_id``, ``grpo_run_id`` (= ``training_run_id``), ``grpo_model_id``, ``eval_run_id``,
+``register_run_id``, ...), its scores (``eval.mean_accuracy``, ``eval.task.<slug>``) and the
 last gate decision (``gate.decision``, ``gate.reasons``, ``gate.forced``). Every change of champion, and every
 registration, is also an entry of ``metrics/registry.json``:
 ``{"registered_model", "champion_version", "champion_mean_accuracy", "latest": {...}, "history": [...]}``.
@@ -366,21 +367,47 @@ def lineage_tags(
     """
     model_dir = model_dir or cfg.model_dir
     from onethinker.tracking import dvc_out_hash, git_commit
+    from onethinker.tracking.lineage import dvc_md5
 
     sha, dirty = git_commit(root)
     train = read_json(root / cfg.train_metrics) if cfg.train_metrics else {}
+    sft = read_json(root / cfg.sft_metrics) if cfg.sft_metrics else {}
+    data = root / cfg.data_out
     values = {
         "git_commit": sha,
         "git_dirty": str(dirty).lower(),
-        "dvc.data_hash": dvc_out_hash(cfg.data_out, root),
+        "dvc.data_hash": dvc_md5(data) if data.exists() else dvc_out_hash(cfg.data_out, root),
         "dvc.model_hash": dvc_out_hash(model_dir, root),
         "params_hash": params_hash(root / cfg.params_file),
         "eval_run_id": eval_metrics.get("mlflow_run_id"),
         "training_run_id": train.get("mlflow_run_id"),
+        "grpo_run_id": train.get("mlflow_run_id"),
+        "grpo_model_id": train.get("mlflow_model_id"),
+        "sft_run_id": sft.get("mlflow_run_id"),
+        "sft_model_id": sft.get("mlflow_model_id"),
         "model_key": cfg.model,
         "model_dir": model_dir,
     }
     return {k: str(v) for k, v in values.items() if v is not None}
+
+
+def link_inputs(root: Path, cfg: RegistryConfig, lineage: Mapping[str, str]) -> None:
+    """Inputs of the active (register) run: the data (a dataset whose digest is its DVC hash) and the
+    trained models it registers (``LoggedModelInput``; best effort: they may live in another store)."""
+    import mlflow
+    from mlflow.entities import LoggedModelInput
+    from mlflow.exceptions import MlflowException
+
+    from onethinker.tracking.lineage import log_dataset
+
+    data = root / cfg.data_out
+    if data.exists():
+        files = sorted((data / "eval").glob("*.json")) if (data / "eval").is_dir() else []
+        log_dataset(data, files, "onethinker-eval", "evaluation")
+    for key in ("sft_model_id", "grpo_model_id"):
+        if key in lineage:
+            with contextlib.suppress(MlflowException):
+                mlflow.log_input(model=LoggedModelInput(lineage[key]))
 
 
 def _link_back(client: Any, run_ids: list[str], name: str, version: str) -> None:
@@ -491,7 +518,9 @@ def register_version(
         )
     _link_back(
         client,
-        [version_tags[k] for k in ("eval_run_id", "training_run_id") if k in version_tags],
+        sorted(
+            {version_tags[k] for k in ("eval_run_id", "training_run_id", "sft_run_id") if k in version_tags}
+        ),
         name,
         version,
     )
@@ -641,6 +670,7 @@ def register_model(
     lineage = {**lineage_tags(cfg, root, eval_metrics, rel), "model_key": model_key, **dict(tags or {})}
 
     with stage_run("register", params={"register": to_dict(cfg)}, tags=lineage) as run:
+        link_inputs(root, cfg, lineage)
         info = log_pyfunc_model(cfg, model_dir, media=media, prompt_style=prompt_style, tags=lineage)
         metrics = {
             "eval.mean_accuracy": scores.mean_accuracy,

@@ -22,6 +22,10 @@ class GRPOConfig:
     plots_dir: str = "reports/grpo"
     """Per-task reward curves: ``reward_curves.csv`` (a DVC plot) and PNGs rendered offline."""
     seed: int = 0
+    cpu_threads: int | None = None
+    """torch's intra-op CPU threads (``torch.set_num_threads``). CPU float reductions are split by thread
+    count, so bit-identical results need the same count on every machine; None keeps torch's default (the
+    machine's physical cores)."""
     steps: int = 20
     """RL steps (each: one rollout batch, then ``ppo_epochs`` passes of optimizer updates)."""
     rollout_batch_size: int = 128
@@ -80,6 +84,9 @@ class GRPOConfig:
 
     def validate(self, key: str) -> None:
         require(self.steps >= 1, f"{key}.steps", "must be >= 1")
+        require(
+            self.cpu_threads is None or self.cpu_threads >= 1, f"{key}.cpu_threads", "must be >= 1 or null"
+        )
         require(self.n >= 2, f"{key}.n", "a group needs at least 2 completions")
         require(self.rollout_batch_size >= 1, f"{key}.rollout_batch_size", "must be >= 1")
         require(

@@ -1,6 +1,8 @@
 """The ``grpo`` stage: run the EMA-GRPO trainer, export ``models/grpo/``, run the held-out check on the same
 sample as SFT, write ``metrics/grpo.json`` and per-task reward curves (CSV for ``dvc plots`` plus PNGs drawn
-offline with matplotlib), and log everything to one MLflow run."""
+offline with matplotlib), and log everything to one MLflow run: a training resumed from a checkpoint
+continues the run that checkpoint names; checkpoints and the exported model are MLflow logged models.
+``metrics/grpo.json`` carries the run's and the model's ids."""
 
 from __future__ import annotations
 
@@ -71,6 +73,7 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
     from onethinker.contract import PreparedData
     from onethinker.generation.heldout import mlflow_metrics, run_heldout
     from onethinker.rl.trainer import GRPOTrainer
+    from onethinker.tracking import lineage
     from onethinker.training.model_utils import save_hf_folder
 
     cfg = p.grpo
@@ -78,9 +81,15 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
     data = PreparedData.load(p.data.root, p)
     trainer = GRPOTrainer(cfg, data.rooted("rl"), p.media, p.prompt.style, reward_options=p.reward)
     is_main = trainer.rank == 0
+    start = trainer.maybe_resume()
+    # a resumed training continues the MLflow run its checkpoint names (one run, one curve)
+    resume_id = (trainer.resumed_state or {}).get("mlflow_run_id")
     run_ctx = (
         tracking.stage_run(
-            "grpo", {"grpo": to_dict(cfg), "media": to_dict(p.media), "reward": to_dict(p.reward)}
+            "grpo",
+            {"grpo": to_dict(cfg), "media": to_dict(p.media), "reward": to_dict(p.reward)},
+            resume_run_id=resume_id,
+            system_metrics=True,
         )
         if cfg.log_mlflow and is_main
         else contextlib.nullcontext()
@@ -88,7 +97,13 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
     history: list[dict[str, float]] = []
     hist_path = Path(cfg.checkpoint_dir) / "history.jsonl"
     with run_ctx as run:
-        start = trainer.maybe_resume()
+        keep = lineage.resume_filter(
+            run.info.run_id if run else None, bool(run) and run.info.run_id == resume_id
+        )
+        if run is not None:
+            trainer.extra_state = {"mlflow_run_id": run.info.run_id}
+            rl_files = [data.path(f) for f in data.manifest.of_kind("rl")]
+            lineage.log_dataset(p.data.root, rl_files, "onethinker-rl", "training")
         if start and hist_path.exists():  # the curves of the interrupted run, up to its checkpoint
             history = [h for h in map(json.loads, hist_path.read_text().splitlines()) if h["step"] <= start]
         elif hist_path.exists():
@@ -102,15 +117,18 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
             bar.set_postfix(reward=f"{stats.metrics.get('train/reward/overall', float('nan')):.3f}")
             step = trainer.step_no
             history.append({"step": step, **stats.metrics})
-            if run is not None and step % cfg.log_every == 0:
+            if run is not None and step % cfg.log_every == 0 and keep(step):
                 tracking.log_metrics(stats.metrics, step=step)
-            if run is not None and step % cfg.rollout_table_every == 0 and stats.table_rows:
+            if run is not None and step % cfg.rollout_table_every == 0 and stats.table_rows and keep(step):
                 tracking.log_table(_columns(stats.table_rows), artifact_file=f"rollouts/step_{step:06d}.json")
             if step % cfg.save_every == 0 or step == cfg.steps:
                 trainer.save()
                 if is_main:
                     hist_path.parent.mkdir(parents=True, exist_ok=True)
                     hist_path.write_text("".join(json.dumps(h) + "\n" for h in history))
+                if run is not None and step < cfg.steps:  # the last one is the exported model
+                    saved = Path(cfg.checkpoint_dir) / f"step-{step:08d}"
+                    lineage.log_checkpoint("grpo-checkpoint", step, saved, with_files=False)
             if stop_after_steps is not None and step >= stop_after_steps and step < cfg.steps:
                 bar.close()
                 return {"steps": step, "interrupted": True, "ema": trainer.ema.to_dict()}
@@ -160,19 +178,26 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
                 reward_options=p.reward,
             )
         pngs = write_curves(history, Path(cfg.plots_dir))
+        if run is not None:
+            # the exported model as an MLflow logged model at its last step, the held-out scores attached
+            summary["mlflow_run_id"] = run.info.run_id
+            summary["mlflow_model_id"] = lineage.log_checkpoint(
+                "grpo",
+                trainer.step_no,
+                out,
+                with_files=True,
+                metrics=mlflow_metrics(summary.get("heldout", {})),
+            )
         metrics_path, _ = write_with_headline(
             cfg.metrics_file,
             {k: v for k, v in summary.items() if k != "ema"},
             heldout_headline(summary, "grpo"),
         )
         if run is not None:
-            flat = mlflow_metrics(summary.get("heldout", {}))
-            tracking.log_metrics(flat)
             tracking.log_artifact(metrics_path)
             for png in pngs:
                 tracking.log_artifact(png, artifact_path="plots")
-            tracking.set_tags({"model_dir": str(out.resolve())})
-            summary["mlflow_run_id"] = run.info.run_id
+            tracking.set_tags({"model_dir": cfg.output_dir})
     return summary
 
 

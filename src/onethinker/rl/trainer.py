@@ -59,6 +59,7 @@ from onethinker.training.engine import OptimConfig, build_engine
 from onethinker.training.model_utils import (
     device,
     freeze_vision,
+    pin_cpu_threads,
     seed_everything,
     use_bf16,
     use_gradient_checkpointing,
@@ -204,6 +205,7 @@ class GRPOTrainer:
     ):
         from onethinker.modeling import load_model, load_processor
 
+        pin_cpu_threads(cfg.cpu_threads)
         seed_everything(cfg.seed)
         if not records:
             raise ValueError("no RL records to train on (the manifest lists no rl file, or it is empty)")
@@ -256,6 +258,10 @@ class GRPOTrainer:
         """Records whose prompt is longer than ``max_prompt_length`` (never generated nor trained on)."""
         self.ema = EMAState()
         self.step_no, self.position = 0, 0
+        self.resumed_state: dict[str, Any] | None = None
+        """The trainer state of the checkpoint ``maybe_resume`` restored (None: a fresh start)."""
+        self.extra_state: dict[str, Any] = {}
+        """Stored in every checkpoint's trainer state (the stage keeps its MLflow run id there)."""
         self._perms: dict[int, np.ndarray] = {}
         self._prompt_cache: dict[int, tuple[Example, dict[str, torch.Tensor]]] = {}
         self.progress = progress
@@ -303,7 +309,12 @@ class GRPOTrainer:
             Path(self.cfg.checkpoint_dir),
             self.step_no,
             self.engine,
-            {"position": self.position, "ema": self.ema.to_dict(), "config_hash": self.config_hash},
+            {
+                "position": self.position,
+                "ema": self.ema.to_dict(),
+                "config_hash": self.config_hash,
+                **self.extra_state,
+            },
             keep=self.cfg.keep_checkpoints,
         )
 
@@ -317,6 +328,7 @@ class GRPOTrainer:
         self.rollout.load_weights(self.model)
         self.step_no, self.position = int(state["step"]), int(state["position"])
         self.ema = EMAState.from_dict(state["ema"])
+        self.resumed_state = state
         return self.step_no
 
     # ---------------------------------------------------------------------------------- one step

@@ -19,6 +19,10 @@ class SFTConfig:
     """Resumable checkpoints (kept outside the DVC output, so an interrupted stage resumes)."""
     metrics_file: str = "metrics/sft.json"
     seed: int = 0
+    cpu_threads: int | None = None
+    """torch's intra-op CPU threads (``torch.set_num_threads``). CPU float reductions are split by thread
+    count, so bit-identical results need the same count on every machine; None keeps torch's default (the
+    machine's physical cores)."""
     epochs: float = 1.0
     """Passes over the SFT data (fractions allowed); ignored when ``max_steps`` is set."""
     max_steps: int | None = None
@@ -57,6 +61,9 @@ class SFTConfig:
 
     def validate(self, key: str) -> None:
         require(self.epochs > 0, f"{key}.epochs", "must be positive")
+        require(
+            self.cpu_threads is None or self.cpu_threads >= 1, f"{key}.cpu_threads", "must be >= 1 or null"
+        )
         require(self.max_steps is None or self.max_steps >= 1, f"{key}.max_steps", "must be >= 1 or null")
         require(self.batch_size >= 1, f"{key}.batch_size", "must be >= 1")
         require(self.grad_accum >= 1, f"{key}.grad_accum", "must be >= 1")

@@ -39,6 +39,7 @@ from onethinker.training.engine import OptimConfig, build_engine
 from onethinker.training.model_utils import (
     device,
     freeze_vision,
+    pin_cpu_threads,
     save_hf_folder,
     seed_everything,
     use_bf16,
@@ -143,12 +144,21 @@ def train_sft(
     logger: Logger | None = None,
     stop_after_steps: int | None = None,
     progress: bool = True,
+    on_start: Callable[[dict[str, Any] | None], dict[str, Any]] | None = None,
+    on_checkpoint: Callable[[int, Path], None] | None = None,
 ) -> tuple[torch.nn.Module, Any, SFTResult]:
     """Train on the SFT ``records`` and return (model, processor, result). ``stop_after_steps`` simulates an
-    interruption."""
+    interruption.
+
+    ``on_start(state)`` is called once it is known whether training resumes: ``state`` is the resumed
+    checkpoint's trainer state (None for a fresh start); what it returns is stored in every checkpoint
+    written from then on (the stage keeps its MLflow run id there). ``on_checkpoint(step, path)`` is called
+    after each intermediate checkpoint is written (rank 0; the last one is the exported model).
+    """
     from onethinker.modeling import load_model, load_processor
     from onethinker.modeling.inputs import collate, model_inputs
 
+    pin_cpu_threads(cfg.cpu_threads)
     seed_everything(cfg.seed)
     dev = device()
     bf16 = use_bf16(cfg.bf16)
@@ -195,6 +205,7 @@ def train_sft(
         path, state = found
         ckpt.restore(path, engine)
         start_step, position = int(state["step"]), int(state["position"])
+    extra_state = on_start(found[1] if found is not None else None) if on_start is not None else {}
 
     from tqdm import tqdm
 
@@ -255,13 +266,15 @@ def train_sft(
             task_sums.clear()
             t_window, tok_window = now, 0
         if step % cfg.save_every == 0 or step == total:
-            ckpt.save_checkpoint(
+            saved = ckpt.save_checkpoint(
                 Path(cfg.checkpoint_dir),
                 step,
                 engine,
-                {"position": position, "config_hash": chash},
+                {"position": position, "config_hash": chash, **extra_state},
                 keep=cfg.keep_checkpoints,
             )
+            if on_checkpoint is not None and rank == 0 and step < total:
+                on_checkpoint(step, saved)
         if stop_after_steps is not None and step >= stop_after_steps and step < total:
             break
     bar.close()

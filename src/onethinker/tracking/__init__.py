@@ -5,7 +5,10 @@
   so ``dvc exp run --temp`` (which runs in a copy under ``.dvc/tmp/exps``) still logs to the workspace.
 - A pipeline parent run is named by ``ONETHINKER_PARENT_RUN_ID`` (set by the Prefect flow); stage runs nest
   under it.
-- Every stage run is tagged with the git commit (and whether the tree was dirty) and the DVC stage name.
+- Every stage run is tagged with the git commit (and whether the tree was dirty), the DVC stage name and
+  the process that owns it; how runs end, are swept and resumed: ``tracking.lifecycle``. Datasets named by
+  their DVC hash and logged models for checkpoints: ``tracking.lineage``.
+- The experiment is tagged ``mlflow.experimentKind=custom_model_development`` (MLflow's model-training view).
 - Metric names are sanitised for MLflow (``R@0.5`` -> ``R_at_0.5``, ``J&F`` -> ``J_and_F``).
 - Inside a stage run, ``log_metrics``, ``set_tags``, ``log_table`` and ``log_artifact(s)`` go through a buffer
   sent in the background (:mod:`onethinker.tracking.buffer`): a tracking-server outage never stalls or crashes
@@ -31,6 +34,9 @@ FLUSH_ENV = "ONETHINKER_TRACKING_FLUSH_S"
 spools them and leaves them to the background replayer."""
 
 _BUFFER: Any = None  # the active stage run's RunBuffer
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+EXPERIMENT_KIND = "custom_model_development"
+"""MLflow's UI opens an experiment with this tag on model training (runs, metrics, models), not GenAI."""
 
 
 def repo_root() -> Path:
@@ -78,12 +84,16 @@ def experiment_id(name: str = EXPERIMENT, root: Path | None = None) -> str:
     client = mlflow.MlflowClient()
     exp = client.get_experiment_by_name(name)
     if exp is not None:
+        if EXPERIMENT_KIND_TAG not in (exp.tags or {}):  # made before the tag existed
+            client.set_experiment_tag(exp.experiment_id, EXPERIMENT_KIND_TAG, EXPERIMENT_KIND)
         return exp.experiment_id
     # the embedded store keeps artifacts beside it (mlflow/artifacts); a server or user store uses its own
     default_store = f"sqlite:///{((root or repo_root()) / 'mlflow' / 'mlflow.db').resolve()}"
     location = f"{artifact_root(root)}/{name}" if mlflow.get_tracking_uri() == default_store else None
     try:
-        return client.create_experiment(name, artifact_location=location)
+        return client.create_experiment(
+            name, artifact_location=location, tags={EXPERIMENT_KIND_TAG: EXPERIMENT_KIND}
+        )
     except Exception:  # created concurrently by another process
         exp = client.get_experiment_by_name(name)
         if exp is None:
@@ -235,22 +245,36 @@ def spool_dir(root: Path | None = None) -> Path:
 
 @contextlib.contextmanager
 def stage_run(
-    stage: str, params: Mapping[str, Any] | None = None, tags: Mapping[str, str] | None = None
+    stage: str,
+    params: Mapping[str, Any] | None = None,
+    tags: Mapping[str, str] | None = None,
+    *,
+    resume_run_id: str | None = None,
+    system_metrics: bool = False,
 ) -> Iterator[Any]:
     """An MLflow run for one stage; nested under ``$ONETHINKER_PARENT_RUN_ID`` when set.
 
+    ``resume_run_id``: a run to continue (a training resumed from a checkpoint written by that run); a new
+    run is started when it is not in this experiment. ``system_metrics``: log CPU, memory (and GPU) use.
+    Before starting, ``RUNNING`` runs of the same stage whose process died are marked ``FAILED``; the run
+    ends ``KILLED`` on SIGTERM/SIGINT and ``FAILED`` on an exception (see ``tracking.lifecycle``).
+
     Starting needs the tracking server (a clear error before any work when it is down); after that, logging
-    through this module is buffered (see the module docstring), and the run ends FINISHED, or FAILED /
-    KILLED when the block raises, as soon as the server can be told.
+    through this module is buffered (see the module docstring), and the run's end status reaches the server
+    as soon as the server can be told.
     """
     global _BUFFER
     import mlflow
 
+    from onethinker.tracking import lifecycle
     from onethinker.tracking.buffer import RunBuffer, fail_fast, replay_all
 
     uri = configure()
     replay_all(spool_dir())  # logs an earlier stage could not send
     exp = experiment_id()
+    client = mlflow.MlflowClient()
+    resume = resume_run_id if lifecycle.resumable(client, resume_run_id, exp) else None
+    lifecycle.mark_dead_runs(client, exp, stage, keep=resume)
     parent = os.environ.get(PARENT_ENV)
     sha, dirty = git_commit()
     all_tags = {
@@ -258,18 +282,28 @@ def stage_run(
         "mlflow.source.git.commit": sha,
         "git_commit": sha,
         "git_dirty": str(dirty).lower(),
+        **lifecycle.owner_tags(),
         **(tags or {}),
     }
     if parent:
         all_tags["mlflow.parentRunId"] = parent
-    run = mlflow.start_run(experiment_id=exp, run_name=stage, tags=all_tags)
+    if resume:
+        all_tags[lifecycle.TAG_RESUMED] = "true"
+    run = mlflow.start_run(
+        run_id=resume,
+        experiment_id=None if resume else exp,
+        run_name=None if resume else stage,
+        tags=all_tags,
+        log_system_metrics=True if system_metrics else None,  # None: MLflow's own setting decides
+    )
     status = "FINISHED"
     try:
-        if params:
-            log_params(params)
-        _BUFFER = RunBuffer(run.info.run_id, uri, spool_dir())
-        yield run
-    except KeyboardInterrupt:
+        with lifecycle.signals_end_run():
+            if params and not resume:  # a resumed run has them (and MLflow params cannot change)
+                log_params(params)
+            _BUFFER = RunBuffer(run.info.run_id, uri, spool_dir())
+            yield run
+    except (KeyboardInterrupt, lifecycle.Terminated):
         status = "KILLED"
         raise
     except BaseException:

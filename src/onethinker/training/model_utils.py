@@ -77,6 +77,13 @@ def save_hf_folder(
     return out_dir
 
 
+def pin_cpu_threads(n: int | None) -> None:
+    """Fix torch's intra-op CPU threads (None: leave torch's default). Float sums split over threads round
+    differently for another count, so CPU training is bit-for-bit repeatable only at a fixed count."""
+    if n is not None:
+        torch.set_num_threads(n)
+
+
 def seed_everything(seed: int) -> None:
     import random
 
