@@ -13,6 +13,7 @@ from pathlib import Path
 SRC = Path(__file__).resolve().parents[2] / "src" / "onethinker"
 
 FLOORS: dict[str, int] = {
+    "contract": 0,  # the data contract: records, answers, schema, prompts, media roots, manifest
     "tasks": 0,
     "config": 0,
     "data": 0,
@@ -20,7 +21,8 @@ FLOORS: dict[str, int] = {
     "training": 1,
     "tracking": 1,
     "metrics_files": 1,  # the stages' metrics files (detail and headline): JSON only
-    "plots": 1,  # PNGs drawn with matplotlib from plain numbers
+    "plots": 1,
+    "lockcheck": 1,  # re-runs DVC stages in a fresh clone and compares with dvc.lock (no onethinker imports)  # PNGs drawn with matplotlib from plain numbers
     "rewards": 2,
     "metrics": 2,
     "validation": 2,

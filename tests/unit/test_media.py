@@ -105,7 +105,7 @@ def _decode_all_then_sample(path, fps, max_frames, min_pixels=None, max_pixels=N
 
 
 def _videos(fixtures_dir: Path, clip_path: Path) -> list[Path]:
-    return [clip_path, *sorted((fixtures_dir / "onethinker" / "media" / "videos").rglob("*.mp4"))]
+    return [clip_path, *sorted((fixtures_dir / "onethinker_release").rglob("*.mp4"))]
 
 
 @pytest.mark.parametrize(

@@ -67,7 +67,7 @@ def _relative(path: str | Path) -> str:
 
 def record_rows(files: Iterable[str | Path]) -> list[dict[str, str]]:
     """One row per record of the OneThinker files: what a dataset input's table shows."""
-    from onethinker.data.formats import read_records
+    from onethinker.contract.io import read_records
 
     rows = []
     for f in files:
