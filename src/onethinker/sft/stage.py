@@ -115,7 +115,6 @@ def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, A
                 reward_options=p.reward,
             )
         if run is not None:
-
             # the exported model as an MLflow logged model at its last step, the held-out scores attached
             summary["mlflow_model_id"] = lineage.log_checkpoint(
                 "sft", result.steps, out, with_files=True, metrics=mlflow_metrics(summary.get("heldout", {}))
