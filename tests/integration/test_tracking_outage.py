@@ -87,14 +87,7 @@ def _train(tiny_base: Path, tiny_data: dict, tmp_path: Path, on_step) -> tuple[s
         on_step(step)
 
     with tracking.stage_run("sft") as run:
-        train_sft(
-            cfg,
-            tiny_data["train_files"],
-            tiny_data["media_root"],
-            MediaConfig(),
-            logger=logger,
-            progress=False,
-        )
+        train_sft(cfg, tiny_data["sft"], MediaConfig(), "compact", logger=logger, progress=False)
     return run.info.run_id, waits
 
 
