@@ -37,6 +37,10 @@ def _env(root: Path) -> dict[str, str]:
     return clone_env(root / ".state")  # this venv's tools; MLflow in the copy's own store
 
 
+# a real pipeline clone with three training runs killed and resumed: minutes on 2 cores (`make test-slow`)
+pytestmark = pytest.mark.slow
+
+
 @pytest.fixture(scope="module")
 def repo(tmp_path_factory) -> Path:
     root = tmp_path_factory.mktemp("lifecycle")

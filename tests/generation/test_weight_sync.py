@@ -7,6 +7,7 @@ import json
 import textwrap
 from pathlib import Path
 
+import pytest
 import torch
 from transformers import Qwen3Config, Qwen3ForCausalLM
 
@@ -88,6 +89,7 @@ SCRIPT = textwrap.dedent("""
 """)
 
 
+@pytest.mark.slow  # two DeepSpeed ranks over gloo: minutes on 2 cores (`make test-slow`)
 def test_zero3_shards_are_gathered_chunk_by_chunk(tmp_path) -> None:
     """Two gloo ranks, ZeRO-3 with every parameter partitioned (persistence threshold 0): the chunks hold the
     full weights (equal to the model before sharding) on both ranks, and the shards are released after."""
