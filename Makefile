@@ -21,7 +21,7 @@ export XDG_CACHE_HOME := $(CURDIR)/.cache
 export TOKENIZERS_PARALLELISM := false
 export PYTHONUNBUFFERED := 1
 
-.PHONY: help install pipeline test test-slow test-ci check-lock lint format bench clean vllm-venv test-vllm
+.PHONY: help install pipeline test test-slow test-ci check-lock lint format bench clean vllm-venv test-vllm trl-venv bench-trl
 
 help:
 	@echo "make pipeline   run the whole pipeline (dvc repro) on the embedded default"
@@ -34,6 +34,7 @@ help:
 	@echo "make test-ci    what .ci/run runs: make test plus the slow Prefect end-to-end integration test"
 	@echo "make vllm-venv  vLLM's CPU build in its own venv (.venv-vllm); 'make test-vllm' runs the vLLM tests there"
 	@echo "make check-lock a fresh clone runs prepare, validate, base_model: fails unless it computes dvc.lock"
+	@echo "make bench-trl  our GRPO step against TRL's GRPOTrainer, side by side (TRL in its own venv, .venv-trl)"
 
 # torch first, pinned to the local CPU wheel, so no dependency pulls a CUDA build.
 $(VENV)/.installed: pyproject.toml constraints.txt
@@ -101,6 +102,26 @@ vllm-venv: $(VLLM_VENV)/.installed
 
 test-vllm: vllm-venv
 	VLLM_ENABLE_V1_MULTIPROCESSING=0 VLLM_CPU_KVCACHE_SPACE=1 $(VLLM_PY) -m pytest -m vllm tests/vllm_cpu
+
+# TRL's GRPOTrainer for the peer benchmark, in its own venv under the project's pins: torch from the local
+# wheel first, then our package and TRL with -c constraints.txt (TRL's pin there: the release that resolves
+# with our transformers). The benchmark runs both trainers from this venv, so both use the same libraries.
+TRL_VENV := .venv-trl
+TRL_PY := $(TRL_VENV)/bin/python
+
+$(TRL_VENV)/.installed: pyproject.toml constraints.txt
+	@test -x $(TRL_PY) || $(PYTHON) -m venv $(TRL_VENV)
+	$(TRL_PY) -m pip install -q --upgrade pip
+	$(TRL_PY) -m pip install -q torch==2.13.0
+	$(TRL_PY) -m pip install -q -c constraints.txt -e . trl
+	$(TRL_PY) -c "import trl; print('trl', trl.__version__)"
+	@touch $@
+
+trl-venv: $(TRL_VENV)/.installed
+
+# Not part of `make test`: timings, printed. THREADS="1 2" by default; RUNS alternated runs per trainer.
+bench-trl: trl-venv
+	$(TRL_PY) tests/benchmarks/bench_grpo_trl.py
 
 clean:
 	rm -rf data models reports checkpoints metrics/*.json metrics/headline .cache

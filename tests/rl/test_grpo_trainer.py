@@ -14,33 +14,6 @@ from onethinker.rl.config import GRPOConfig
 from onethinker.rl.trainer import GRPOTrainer
 
 
-@pytest.fixture(scope="module")
-def tiny_sft(tiny_base, tiny_data, tmp_path_factory) -> Path:
-    """A briefly fine-tuned tiny model: enough to emit <think>/<answer> sometimes, so rewards vary."""
-    from onethinker.sft.config import SFTConfig
-    from onethinker.sft.trainer import train_sft
-    from onethinker.training.model_utils import save_hf_folder
-
-    tmp = tmp_path_factory.mktemp("sft")
-    cfg = SFTConfig(
-        base_model_dir=str(tiny_base),
-        output_dir=str(tmp / "sft"),
-        checkpoint_dir=str(tmp / "ckpt"),
-        max_steps=40,
-        batch_size=8,
-        lr=3e-3,
-        warmup_ratio=0.05,
-        log_every=40,
-        save_every=1000,
-        heldout_per_task=0,
-        log_mlflow=False,
-        freeze_vision_tower=False,
-        freeze_projector=False,
-    )
-    model, proc, _ = train_sft(cfg, tiny_data["sft"], MediaConfig(), "compact", progress=False)
-    return save_hf_folder(model, proc, tmp / "sft")
-
-
 def _cfg(model_dir: Path, tmp: Path, **kw) -> GRPOConfig:
     base = dict(
         sft_model_dir=str(model_dir),

@@ -1,9 +1,20 @@
-"""The Hugging Face engine: batched ``model.generate`` on the policy itself (CPU and GPU).
+"""The Hugging Face engine: batched decoding with the KV cache on the policy itself (CPU and GPU).
 
 Prompts are encoded once with the processor (``encode_prompt``: the chat template plus images and video
-frames with their timing metadata, or the tokenizer alone for a text-only causal LM), left-padded and
-decoded with the KV cache; each prompt is repeated n times in the batch. Since the engine holds the policy
-itself, new weights are always in use (``load_weights`` only swaps the module it holds).
+frames with their timing metadata, or the tokenizer alone for a text-only causal LM) and left-padded. Since
+the engine holds the policy itself, new weights are always in use (``load_weights`` only swaps the module it
+holds).
+
+Decoding (``shrink=True``, the default) is our own loop over the model's forward, which spends no compute
+on what cannot change the result: each distinct prompt of a batch is prefilled once and its KV cache copied
+to its n samples, and a row that has finished (stop token) leaves the batch, its cache rows dropped, so the
+later steps run on the live rows only (``model.generate`` keeps computing finished rows until the last one
+stops). Everything else is what ``generate`` does: the same position ids (Qwen3-VL's M-RoPE positions from
+``get_rope_index``, then one more per step on every axis), the vision placeholders suppressed, the stop
+tokens of the model's generation config, greedy argmax, or sampling with temperature then top-p then one
+multinomial draw per row from this process's RNG (so greedy completions are the same tokens as
+``generate``'s, and sampled ones are drawn from the same distribution). ``shrink=False`` calls
+``model.generate``.
 
 With ``sampling.seed`` the batch is sampled under that seed on a forked RNG (reproducible, and the caller's
 RNG stream is left alone); with ``sampling.logprobs`` each token's raw log-prob is returned (this keeps the
@@ -83,11 +94,17 @@ class HFRolloutEngine:
     name = "hf"
 
     def __init__(
-        self, model: torch.nn.Module, processor: Any, batch_size: int = 32, device: str | None = None
+        self,
+        model: torch.nn.Module,
+        processor: Any,
+        batch_size: int = 32,
+        device: str | None = None,
+        shrink: bool = True,
     ):
         self.model = model
         self.processor = processor
         self.batch_size = batch_size
+        self.shrink = shrink
         self.device = device or next(model.parameters()).device
         tok = tokenizer_of(processor)
         self.tokenizer = tok
@@ -137,6 +154,13 @@ class HFRolloutEngine:
                 if seeded:
                     torch.manual_seed(int(sampling.seed))
                 for i in range(0, len(flat), self.batch_size):
+                    if self.shrink:
+                        for ids, finished, lp in self._decode(flat[i : i + self.batch_size], sampling):
+                            text = self.tokenizer.decode(ids, skip_special_tokens=True)
+                            out_rows.append(
+                                Completion(text=text, token_ids=ids, finished=finished, logprobs=lp)
+                            )
+                        continue
                     batch = collate(flat[i : i + self.batch_size], self.pad_id, padding_side="left")
                     inputs = {k: v.to(self.device) for k, v in model_inputs(batch).items()}
                     out = self.model.generate(**inputs, **gen_kwargs)
@@ -154,3 +178,120 @@ class HFRolloutEngine:
         finally:
             self.model.train(was_training)
         return [out_rows[j * sampling.n : (j + 1) * sampling.n] for j in range(len(encoded))]
+
+    # ---------------------------------------------------------------------------------- own decoding loop
+    def _decode(
+        self, rows: list[dict[str, torch.Tensor]], sampling: SamplingParams
+    ) -> list[tuple[list[int], bool, list[float] | None]]:
+        """Decode one batch of rows (consecutive rows holding the same encoded prompt share its prefill).
+        Returns, per row, the tokens before the stop token, whether it stopped, and the tokens' raw log-probs
+        when ``sampling.logprobs``."""
+        from onethinker.modeling.inputs import collate, model_inputs
+
+        unique: list[dict[str, torch.Tensor]] = []
+        counts: list[int] = []
+        for enc in rows:
+            if unique and enc is unique[-1]:
+                counts[-1] += 1
+            else:
+                unique.append(enc)
+                counts.append(1)
+        batch = collate(unique, self.pad_id, padding_side="left")
+        inputs = {k: v.to(self.device) for k, v in model_inputs(batch).items()}
+        mask = inputs["attention_mask"]  # (U, P)
+        positions = prefill_positions(self.model, inputs)  # (4, U, P) for M-RoPE models, else (U, P)
+        out = self.model(**inputs, position_ids=positions, use_cache=True, logits_to_keep=1)
+        cache = out.past_key_values
+        copies = torch.repeat_interleave(
+            torch.arange(len(unique), device=mask.device), torch.tensor(counts, device=mask.device)
+        )  # (B,): the prompt of each row
+        cache.batch_select_indices(copies)
+        logits = out.logits[:, -1].float()[copies]  # (B, V)
+        mask, last = mask[copies], positions[..., -1:].index_select(-2, copies)  # (B, P), (4, B, 1) / (B, 1)
+        live = torch.arange(len(rows), device=mask.device)  # (b,): the row of each live batch entry
+        tokens: list[list[int]] = [[] for _ in rows]
+        logps: list[list[float]] = [[] for _ in rows]
+        finished = [False] * len(rows)
+        stops = torch.tensor(sorted(self.eos_ids), device=mask.device)
+        suppress = torch.tensor(self.suppress, dtype=torch.long, device=mask.device)
+        for t in range(sampling.max_new_tokens):
+            chosen = choose_tokens(logits, sampling, suppress)  # (b,)
+            if sampling.logprobs:
+                lp = logits.log_softmax(-1).gather(-1, chosen[:, None]).squeeze(-1)
+                for r, v in zip(live.tolist(), lp.tolist(), strict=True):
+                    logps[r].append(v)
+            done = torch.isin(chosen, stops)  # (b,)
+            for r, tok, d in zip(live.tolist(), chosen.tolist(), done.tolist(), strict=True):
+                tokens[r].append(tok)
+                finished[r] = d
+            if t == sampling.max_new_tokens - 1 or bool(done.all()):
+                break
+            if bool(done.any()):  # finished rows leave the batch: their cache rows, mask and positions
+                keep = (~done).nonzero().squeeze(1)
+                cache.batch_select_indices(keep)
+                mask, last, live, chosen = mask[keep], last.index_select(-2, keep), live[keep], chosen[keep]
+            last = last + 1
+            mask = torch.cat([mask, mask.new_ones(mask.shape[0], 1)], dim=1)
+            out = self.model(
+                input_ids=chosen[:, None],
+                attention_mask=mask,
+                position_ids=last,
+                past_key_values=cache,
+                use_cache=True,
+            )
+            logits = out.logits[:, -1].float()
+        results = []
+        for r in range(len(rows)):
+            ids = tokens[r][:-1] if finished[r] else tokens[r]
+            results.append((ids, finished[r], logps[r][: len(ids)] if sampling.logprobs else None))
+        return results
+
+
+def prefill_positions(model: torch.nn.Module, inputs: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The position ids ``generate`` gives a left-padded prompt batch: the text positions (0 on padding) and,
+    for Qwen3-VL, its three M-RoPE rows from ``get_rope_index`` (the text positions on all three without
+    media) stacked under them, (4, B, P); (B, P) for a text-only causal LM."""
+    mask = inputs["attention_mask"]
+    text = (mask.long().cumsum(-1) - 1).masked_fill(mask == 0, 0)  # (B, P)
+    inner = getattr(model, "model", None)
+    if not hasattr(inner, "get_rope_index"):
+        return text
+    if "image_grid_thw" in inputs or "pixel_values_videos" in inputs:
+        mrope, _ = inner.get_rope_index(
+            inputs["input_ids"],
+            mm_token_type_ids=inputs["mm_token_type_ids"],
+            image_grid_thw=inputs.get("image_grid_thw"),
+            video_grid_thw=inputs.get("video_grid_thw"),
+            attention_mask=mask,
+        )
+    else:
+        mrope = text[None].expand(3, -1, -1)
+    return torch.cat([text[None], mrope.to(text.device)], dim=0)
+
+
+def sampling_scores(logits: torch.Tensor, sampling: SamplingParams, suppress: torch.Tensor) -> torch.Tensor:
+    """The scores (b, V) ``generate``'s logits processors make of raw logits for ``sampling``: suppressed
+    tokens at -inf, then (sampling only) divided by the temperature and cut to the top-p nucleus with
+    ``TopPLogitsWarper``'s rule (at least the most likely token kept; skipped at top_p = 1)."""
+    scores = logits.clone()
+    if suppress.numel():
+        scores[:, suppress] = -float("inf")
+    if sampling.is_greedy:
+        return scores
+    scores = scores / sampling.temperature
+    if sampling.top_p < 1.0:
+        sorted_scores, order = torch.sort(scores, descending=False)
+        cumulative = sorted_scores.softmax(-1).cumsum(-1)
+        remove = cumulative <= (1 - sampling.top_p)
+        remove[..., -1:] = False
+        scores = scores.masked_fill(remove.scatter(1, order, remove), -float("inf"))
+    return scores
+
+
+def choose_tokens(logits: torch.Tensor, sampling: SamplingParams, suppress: torch.Tensor) -> torch.Tensor:
+    """Next token of each row (b,) from raw logits (b, V), as ``generate`` picks it: the argmax of the
+    processed scores (greedy) or one multinomial draw per row from their softmax."""
+    scores = sampling_scores(logits, sampling, suppress)
+    if sampling.is_greedy:
+        return scores.argmax(-1)
+    return torch.multinomial(scores.softmax(-1), num_samples=1).squeeze(1)

@@ -18,6 +18,13 @@ One step, read top to bottom in ``GRPOTrainer.step``:
    mini-batches of ``global_batch_size`` prompts, micro-batched with gradient accumulation and clipping; a
    micro-batch never straddles two updates (``update_windows``), so each sequence is trained once per epoch.
 
+What makes a step cheap without changing what it computes (``tests/rl/test_grpo_speed.py``,
+``tests/generation/test_hf_decoding.py``; ``make bench-trl`` times it against TRL's ``GRPOTrainer``): the HF
+engine prefills each prompt once for its n samples and drops finished rows while it decodes; the first
+update of a single-epoch step is exactly on-policy, so its old log-probs are the training forward's own,
+detached (no separate forward); micro-batches are grouped by length within each update (less padding); and
+the LM head and softmax run only on positions that predict a response token.
+
 Departures from the released recipe: rollouts and updates share one process (no Ray), the HF engine is the
 CPU default, and every per-task statistic is logged to MLflow each step.
 
@@ -93,8 +100,12 @@ def response_token_ids(completion: Completion, end_id: int, max_len: int) -> lis
 def build_batch(seqs: list[Sequence], pad_id: int) -> dict[str, torch.Tensor]:
     """Prompt + response, right-padded; ``response_mask`` marks response tokens in the shifted label space.
 
-    Returns input_ids, attention_mask, mm_token_type_ids (B, L); visual tensors; response_mask (B, L-1),
-    targets (B, L-1) (the token each position predicts).
+    Only positions from ``logits_start`` (the first position that predicts a response token in any row: the
+    shortest prompt's last token) on can carry a response token, so the per-token tensors start there and
+    ``token_logprobs`` computes the LM head and the softmax there only (T = L - 1 - logits_start).
+
+    Returns input_ids, attention_mask, mm_token_type_ids (B, L); visual tensors; logits_start (); response_mask
+    (B, T), targets (B, T) (the token each position predicts).
     """
     from onethinker.modeling.inputs import collate
 
@@ -115,25 +126,119 @@ def build_batch(seqs: list[Sequence], pad_id: int) -> dict[str, torch.Tensor]:
         masks.append(mask)
     batch = collate(examples, pad_id)
     label_mask = batch.pop("labels").clamp_min(0)  # (B, L); padding came in as -100
-    batch["response_mask"] = label_mask[:, 1:].float()  # (B, L-1): position t predicts token t+1
-    batch["targets"] = batch["input_ids"][:, 1:]  # (B, L-1)
+    start = min(s.encoded["input_ids"].shape[-1] for s in seqs) - 1
+    batch["logits_start"] = torch.tensor(start)
+    batch["response_mask"] = label_mask[
+        :, start + 1 :
+    ].float()  # (B, T): position start + t predicts token t+1
+    batch["targets"] = batch["input_ids"][:, start + 1 :]  # (B, T)
     return batch
+
+
+def build_shared_batch(seqs: list[Sequence], pad_id: int) -> dict[str, torch.Tensor]:
+    """The shared-prefix layout of a micro-batch: each distinct prompt once (left-padded, so its responses
+    follow it directly), each response once (right-padded). ``token_logprobs`` runs the prompts' forward once
+    and the n responses of a prompt on copies of its KV cache: the numbers of a forward over every prompt +
+    response, without computing a prompt n times.
+
+    Returns prompt_* (the model inputs of the U distinct prompts, ``prompt_input_ids`` (U, P) ...); copies (B,)
+    (the prompt of each row); response_mask (B, R), targets (B, R) (the response tokens: position 0 is predicted
+    by the prompt's last token, position k by response token k - 1).
+    """
+    from onethinker.modeling.inputs import collate
+
+    unique: list[dict[str, torch.Tensor]] = []
+    copies: list[int] = []
+    for s in seqs:
+        k = next((i for i, u in enumerate(unique) if u is s.encoded), None)
+        if k is None:
+            unique.append(s.encoded)
+            k = len(unique) - 1
+        copies.append(k)
+    prompts = collate(unique, pad_id, padding_side="left")
+    batch = {f"prompt_{k}": v for k, v in prompts.items()}
+    width = max(len(s.response_ids) for s in seqs)
+    targets = torch.full((len(seqs), width), pad_id, dtype=torch.long)  # (B, R)
+    mask = torch.zeros(len(seqs), width)  # (B, R)
+    for r, s in enumerate(seqs):
+        targets[r, : len(s.response_ids)] = torch.tensor(s.response_ids, dtype=torch.long)
+        mask[r, : len(s.response_ids)] = 1.0
+    batch.update(copies=torch.tensor(copies), targets=targets, response_mask=mask)
+    return batch
+
+
+def shared_prefix_logits(
+    model: torch.nn.Module, batch: dict[str, torch.Tensor], dev: torch.device
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of every response token of a ``build_shared_batch`` layout: (B, V) for position 0 (the prompt's
+    last token) and (N, V) for the N response tokens after the first of each row (row-major)."""
+    from onethinker.generation.hf import prefill_positions
+    from onethinker.modeling.inputs import model_inputs
+
+    prompts = {
+        k: v.to(dev)
+        for k, v in model_inputs({k[7:]: v for k, v in batch.items() if k.startswith("prompt_")}).items()
+    }
+    copies = batch["copies"].to(dev)  # (B,)
+    positions = prefill_positions(model, prompts)  # (4, U, P) or (U, P)
+    out = model(**prompts, position_ids=positions, use_cache=True, logits_to_keep=1)
+    first = out.logits[:, -1].float().index_select(0, copies)  # (B, V)
+    cache = out.past_key_values
+    cache.batch_select_indices(copies)  # the prompt's keys and values, once per row (differentiable)
+    mask = batch["response_mask"].to(dev)  # (B, R)
+    width = mask.shape[1]
+    if width == 1:
+        return first, first.new_zeros(0, first.shape[-1])
+    step = torch.arange(1, width, device=dev)  # response token k - 1 sits one position past the prompt's last
+    after = positions[..., -1:].index_select(-2, copies) + step  # (4, B, R-1) or (B, R-1)
+    attention = torch.cat([prompts["attention_mask"].index_select(0, copies), mask[:, :-1].long()], dim=1)
+    out = model(
+        input_ids=batch["targets"].to(dev)[:, :-1],
+        attention_mask=attention,
+        position_ids=after,
+        past_key_values=cache,
+        use_cache=True,
+        logits_to_keep=mask[:, 1:].bool(),
+    )
+    return first, out.logits.float()
 
 
 def token_logprobs(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], dev: torch.device, with_entropy: bool = False
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Log-prob of each next token (B, L-1) and optionally the entropy of each next-token distribution."""
+    """Log-prob of each response token (B, T) and optionally the entropy of each next-token distribution,
+    0 off the response. The LM head and the softmax run on the positions that predict a response token only.
+
+    Two layouts: ``build_batch``'s (prompt + response rows; T = L - 1 - ``logits_start``, a boolean
+    ``logits_to_keep``) and ``build_shared_batch``'s (each prompt once, its responses on copies of its KV
+    cache; T = R)."""
     from onethinker.modeling.inputs import model_inputs
 
-    inputs = {k: v.to(dev) for k, v in model_inputs(batch).items()}
-    logits = model(**inputs).logits[:, :-1].float()  # (B, L-1, V)
-    logp = torch.log_softmax(logits, dim=-1)  # (B, L-1, V)
-    targets = batch["targets"].to(dev)  # (B, L-1)
-    lp = logp.gather(-1, targets.unsqueeze(-1)).squeeze(-1)  # (B, L-1)
-    ent = None
-    if with_entropy:
-        ent = -(logp.exp() * logp).sum(-1)  # (B, L-1)
+    mask = batch["response_mask"].to(dev).bool()  # (B, T)
+    targets = batch["targets"].to(dev)  # (B, T)
+    parts: list[tuple[torch.Tensor, torch.Tensor]] = []  # (logits (N, V), where in (B, T) they go)
+    if "copies" in batch:
+        first, rest = shared_prefix_logits(model, batch, dev)
+        head = torch.zeros_like(mask)
+        head[:, 0] = mask[:, 0]
+        parts.append((first[mask[:, 0]], head))
+        if rest.shape[0]:
+            tail = mask.clone()
+            tail[:, 0] = False
+            parts.append((rest, tail))
+    else:
+        inputs = {k: v.to(dev) for k, v in model_inputs(batch).items()}
+        start = int(batch["logits_start"])
+        keep = torch.zeros(batch["input_ids"].shape, dtype=torch.bool, device=dev)  # (B, L)
+        keep[:, start : start + mask.shape[1]] = mask
+        parts.append((model(**inputs, logits_to_keep=keep).logits.float(), mask))  # (N, V), row-major
+    lp = torch.zeros(mask.shape, device=dev)  # (B, T)
+    ent = torch.zeros(mask.shape, device=dev) if with_entropy else None
+    for logits, where in parts:
+        logp = torch.log_softmax(logits.float(), dim=-1)  # (N, V)
+        lp = lp.masked_scatter(where, logp.gather(-1, targets[where].unsqueeze(-1)).squeeze(-1))
+        if ent is not None:
+            ent = ent.masked_scatter(where, -(logp.exp() * logp).sum(-1))
     return lp, ent
 
 
@@ -162,6 +267,15 @@ def rollout_logprob_gap(
     }
 
 
+def dropout_free(model: torch.nn.Module) -> bool:
+    """No dropout anywhere (modules or attention), so train mode computes what eval mode does."""
+    if any(isinstance(m, torch.nn.Dropout) and m.p > 0 for m in model.modules()):
+        return False
+    configs = [getattr(model, "config", None)]
+    configs += [getattr(configs[0], k, None) for k in ("text_config", "vision_config")]
+    return not any(float(getattr(c, "attention_dropout", 0.0) or 0.0) > 0 for c in configs if c is not None)
+
+
 def is_malformed(score: dict[str, Any]) -> bool:
     return float(score.get("format", 0.0)) < 1.0
 
@@ -181,6 +295,26 @@ def update_windows(n_seqs: int, per_update: int, micro: int) -> list[list[tuple[
         end = min(n_seqs, start + per_update)
         out.append([(i, min(end, i + micro)) for i in range(start, end, micro)])
     return out
+
+
+def length_grouped_windows(
+    seqs: list[Sequence], per_update: int, micro: int
+) -> list[list[list[Sequence]]]:
+    """The micro-batches of every optimizer update, as ``update_windows`` cuts them (a micro-batch never
+    straddles two updates), but within each update the sequences are grouped by length (response, then
+    prompt; longest first), so each micro-batch pads to a length close to its own rows'. The update's loss is
+    a sum over its sequences (token-mean weights each micro-batch by its share of the update's tokens), so the
+    grouping changes the padding, not what is computed."""
+    windows = []
+    for (start, end), *_ in update_windows(len(seqs), per_update, per_update):
+        window = seqs[start:end]
+        order = sorted(
+            range(len(window)),
+            key=lambda i: (-len(window[i].response_ids), -window[i].encoded["input_ids"].shape[-1], i),
+        )
+        ordered = [window[i] for i in order]
+        windows.append([ordered[k : k + micro] for k in range(0, len(ordered), micro)])
+    return windows
 
 
 @dataclass
@@ -215,8 +349,12 @@ class GRPOTrainer:
         self.processor = load_processor(cfg.sft_model_dir)
         model = load_model(cfg.sft_model_dir, dtype=torch.bfloat16 if bf16 else torch.float32).to(self.dev)
         self.param_counts = freeze_vision(model, cfg.freeze_vision_tower, cfg.freeze_projector)
-        if use_gradient_checkpointing(cfg.gradient_checkpointing):
+        checkpointing = use_gradient_checkpointing(cfg.gradient_checkpointing)
+        if checkpointing:
             model.gradient_checkpointing_enable(gradient_checkpointing_kwargs={"use_reentrant": False})
+        # Each prompt's forward once for its n responses (on copies of its KV cache), unless gradient
+        # checkpointing is on: Hugging Face's checkpointed layers train without a cache.
+        self.build = build_batch if checkpointing else build_shared_batch
         self.ref_model = None
         if cfg.kl_coef > 0:
             self.ref_model = load_model(cfg.sft_model_dir, dtype=model.dtype).to(self.dev).eval()
@@ -464,6 +602,7 @@ class GRPOTrainer:
                 "perf/rollout_s": rollout_s,
                 "perf/reward_s": reward_s,
                 "perf/update_s": update_s,
+                "perf/generated_tokens": float(n_tokens),
                 "perf/tokens_per_s": n_tokens / max(1e-9, rollout_s),
                 "perf/step_s": time.perf_counter() - t_start,
             }
@@ -482,41 +621,52 @@ class GRPOTrainer:
         cfg = self.cfg
         stats: dict[str, list[float]] = defaultdict(list)
         seqs = [s for g in kept for s in g]
-        windows = update_windows(len(seqs), cfg.global_batch_size * cfg.n, cfg.micro_batch_size)
-        chunks = [c for w in windows for c in w]
-        batches = [seqs[a:b] for a, b in chunks]
-        built = [build_batch(b, self.pad_id) for b in batches]  # once per step, reused every epoch
-        # old log-probs (and reference log-probs) before any update of this step
-        old, ref = [], []
+        windows = length_grouped_windows(seqs, cfg.global_batch_size * cfg.n, cfg.micro_batch_size)
+        batches = [b for w in windows for b in w]
+        built = [self.build(b, self.pad_id) for b in batches]  # once per step, reused by every PPO epoch
+        # Old log-probs (and reference log-probs) before any update of this step. The first update of a
+        # single-epoch step trains the policy exactly as it sampled (no optimizer step yet, no dropout): its
+        # old log-probs are its own log-probs, detached, so they come from its training forward instead.
+        first = len(windows[0]) if windows and cfg.ppo_epochs == 1 and dropout_free(self.model) else 0
+        old: list[torch.Tensor | None] = [None] * len(built)
+        ref: list[torch.Tensor] = []
         self.rollout_sleep()
+        t_old = time.perf_counter()
         self.model.eval()
         with torch.no_grad():
-            for batch in built:
-                old.append(token_logprobs(self.model, batch, self.dev)[0].cpu())
+            for j, batch in enumerate(built):
+                if j >= first:
+                    old[j] = token_logprobs(self.model, batch, self.dev)[0].cpu()
                 if self.ref_model is not None:
                     ref.append(token_logprobs(self.ref_model, batch, self.dev)[0].cpu())
-        stats.update(rollout_logprob_gap(batches, built, old))
+        stats["perf/old_logprob_s"].append(time.perf_counter() - t_old)
         self.model.train()
+        j = 0
         for _ in range(cfg.ppo_epochs):
-            j = 0  # index into chunks / built / old / ref
-            for window in windows:
-                first, last = window[0][0], window[-1][1]
-                n_tok = sum(len(s.response_ids) for s in seqs[first:last])
-                n_seq = last - first
-                for pos, (a, b) in enumerate(window):
-                    batch = built[j]
+            for w in windows:
+                n_tok = sum(len(s.response_ids) for b in w for s in b)
+                n_seq = sum(len(b) for b in w)
+                for pos, b in enumerate(w):
+                    batch = built[j % len(built)]
                     lp, ent = token_logprobs(self.engine.module, batch, self.dev, with_entropy=True)
-                    mask = batch["response_mask"].to(self.dev)  # (B, L-1)
-                    adv = torch.tensor([s.advantage for s in seqs[a:b]], device=self.dev)  # (B,)
+                    if old[j % len(built)] is None:  # on-policy: the old log-probs are these
+                        old[j % len(built)] = lp.detach().cpu()
+                    mask = batch["response_mask"].to(self.dev)  # (B, T)
+                    adv = torch.tensor([s.advantage for s in b], device=self.dev)  # (B,)
                     out = self.loss_fn(
-                        lp, old[j].to(self.dev), adv, mask, ref[j].to(self.dev) if ref else None, ent
+                        lp,
+                        old[j % len(built)].to(self.dev),
+                        adv,
+                        mask,
+                        ref[j % len(built)].to(self.dev) if ref else None,
+                        ent,
                     )
                     weight = (
                         (float(mask.sum()) / max(1, n_tok))
                         if cfg.loss_agg == "token-mean"
-                        else (b - a) / n_seq
+                        else len(b) / n_seq
                     )
-                    self.engine.backward(out.loss * weight, boundary=pos == len(window) - 1)
+                    self.engine.backward(out.loss * weight, boundary=pos == len(w) - 1)
                     grad_norm = self.engine.step()
                     if grad_norm is not None:
                         stats["train/grad_norm"].append(grad_norm)
@@ -526,6 +676,7 @@ class GRPOTrainer:
                     stats["train/policy_loss"].append(float(out.policy_loss))
                     stats["train/entropy"].append(float(out.entropy))
                     j += 1
+        stats.update(rollout_logprob_gap(batches, built, [o for o in old if o is not None]))
         self.model.eval()
         self.rollout.load_weights(self.engine.unwrapped())
         if getattr(self.rollout, "last_sync_gap", None) is not None:
