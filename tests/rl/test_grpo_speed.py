@@ -36,7 +36,7 @@ def _trainer(model_dir: Path, tiny_data: dict, tmp: Path, micro: int) -> GRPOTra
 
 def _fixed_batch(tr: GRPOTrainer) -> list[list[Sequence]]:
     """Four groups of four completions with fixed advantages (so both runs train the very same batch)."""
-    groups, _, _ = tr._rollout_round(4, 0)
+    groups, *_ = tr._rollout_round(4, 0)
     for g in groups:
         for k, s in enumerate(g):
             s.advantage = (-1.0) ** k * (0.5 + 0.1 * k)

@@ -297,9 +297,7 @@ def update_windows(n_seqs: int, per_update: int, micro: int) -> list[list[tuple[
     return out
 
 
-def length_grouped_windows(
-    seqs: list[Sequence], per_update: int, micro: int
-) -> list[list[list[Sequence]]]:
+def length_grouped_windows(seqs: list[Sequence], per_update: int, micro: int) -> list[list[list[Sequence]]]:
     """The micro-batches of every optimizer update, as ``update_windows`` cuts them (a micro-batch never
     straddles two updates), but within each update the sequences are grouped by length (response, then
     prompt; longest first), so each micro-batch pads to a length close to its own rows'. The update's loss is
