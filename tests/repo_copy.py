@@ -6,10 +6,8 @@ folder on ``sys.path``).
 
 from __future__ import annotations
 
-import os
 import shutil
 import subprocess
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
@@ -42,17 +40,11 @@ def deep_merge(base: Mapping[str, Any], overrides: Mapping[str, Any]) -> dict[st
 
 
 def stage_env(root: Path) -> dict[str, str]:
-    """The environment the pipeline's commands run in, inside the copy at ``root``: this interpreter's tools
-    first, DVC's site cache and MLflow's store inside the copy, nothing fetched, no parent MLflow run."""
-    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
-    env.update(
-        PATH=f"{Path(sys.executable).parent}:{env.get('PATH', '')}",
-        DVC_SITE_CACHE_DIR=str(root / ".site"),
-        DVC_NO_ANALYTICS="1",
-        MLFLOW_DISABLE_TELEMETRY="true",
-        HF_HUB_OFFLINE="1",
-        HF_DATASETS_CACHE=str(root / ".cache" / "hf"),
-        PYTHONUNBUFFERED="1",
-    )
-    env.pop("ONETHINKER_PARENT_RUN_ID", None)
+    """The environment the pipeline's commands run in, inside the copy at ``root``: ``lockcheck.clone_env``
+    (this interpreter's tools first, nothing fetched, no tracking URI or parent MLflow run), with DVC's site
+    cache and HF datasets' cache inside the copy."""
+    from onethinker.lockcheck import clone_env
+
+    env = clone_env(root)
+    env.update(DVC_SITE_CACHE_DIR=str(root / ".site"), HF_DATASETS_CACHE=str(root / ".cache" / "hf"))
     return env
