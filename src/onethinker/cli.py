@@ -91,7 +91,8 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "onethinker base-model -S base_model.text.num_hidden_layers=4 -S base_model.vocab_size=4096",
     ),
     "sft": StageDoc(
-        "sft (+ data.root, media, prompt.style, reward; the media roots "
+        "sft (+ data.root, media, prompt.style, reward; the record limits validate.max_prompt_chars, "
+        "validate.max_response_chars; the media roots "
         "prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
         "data/train/sft_*.json, data/eval (held-out check), models/base/",
         "models/sft/, checkpoints/sft/, metrics/sft.json (per task), metrics/headline/sft.json, "
@@ -99,7 +100,8 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "onethinker sft -S sft.max_steps=50 -S sft.lr=3e-4",
     ),
     "grpo": StageDoc(
-        "grpo (+ data.root, media, prompt.style, reward; the media roots "
+        "grpo (+ data.root, media, prompt.style, reward; the record limits validate.max_prompt_chars, "
+        "validate.max_response_chars; the media roots "
         "prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
         "data/train/rl.json, data/eval (held-out check), models/sft/",
         "models/grpo/, checkpoints/grpo/, metrics/grpo.json (per task), metrics/headline/grpo.json, "
@@ -107,7 +109,8 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "onethinker grpo -S grpo.advantage.estimator=dr_grpo -S grpo.steps=30",
     ),
     "evaluate": StageDoc(
-        "evaluate (+ data.root, media, prompt.style, reward; the evaluation media root "
+        "evaluate (+ data.root, media, prompt.style, reward; the record limits validate.max_prompt_chars, "
+        "validate.max_response_chars; the evaluation media root "
         "prepare.onethinker.eval_media_root)",
         "data/eval/*.json, the models in evaluate.models (models/base, models/sft, models/grpo)",
         "metrics/eval.json (per task and benchmark), metrics/headline/eval.json, "
@@ -117,7 +120,8 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "onethinker evaluate -S 'evaluate.models=[sft,grpo]' -S evaluate.max_per_benchmark=20",
     ),
     "register": StageDoc(
-        "register (+ evaluate, media, prompt.style, reward, data.root to re-score a champion)",
+        "register (+ evaluate, media, prompt.style, reward, data.root, validate.max_prompt_chars and "
+        "validate.max_response_chars to re-score a champion)",
         "models/grpo/, metrics/eval.json, metrics/grpo.json, the MLflow registry",
         "a registered model version (alias challenger; champion if the gate passes), "
         "metrics/registry.json, metrics/headline/registry.json",
@@ -370,7 +374,11 @@ def validate(
     t0 = time.perf_counter()
     if path is not None:
         report = validate_file(
-            path, kind=kind, media_root=media_root or path.parent, check_media=cfg.check_media
+            path,
+            kind=kind,
+            media_root=media_root or path.parent,
+            check_media=cfg.check_media,
+            limits=cfg.limits,
         )
     else:
         try:
@@ -378,7 +386,7 @@ def validate(
         except (FileNotFoundError, ManifestError) as exc:
             typer.secho(f"error: {exc}", fg="red", err=True)
             raise typer.Exit(2) from None
-        report = validate_prepared(data, cfg)
+        report = validate_prepared(data, cfg, cfg.limits)
     out_dir = Path(cfg.report_dir)
     write_reports(report, out_dir)
     seconds = time.perf_counter() - t0

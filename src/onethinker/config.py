@@ -19,9 +19,12 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import yaml
+
+if TYPE_CHECKING:
+    from onethinker.contract.checks import LengthLimits
 
 Switch = Literal["auto", "on", "off"]
 """A hardware-dependent setting: ``auto`` decides from the machine (e.g. bf16 only on a capable GPU)."""
@@ -311,9 +314,28 @@ class ValidateConfig:
     """Open and decode every media file (slower on the real release; turn off for a quick schema pass)."""
     max_failures_shown: int = 50
     """Failures printed to the terminal (all of them go to the JSON summary and HTML report)."""
+    max_prompt_chars: int = 16384
+    """A record's prompt text (RL/evaluation: ``problem`` plus its options; SFT: the user turns) holds at most
+    this many characters: validation refuses a longer one (rule ``prompt_length``) and so does every stage
+    that reads it (sft, grpo, evaluate), with a one-line error naming the record. The default is the release's
+    RL prompt budget (``max_prompt_length: 16384`` tokens in ``config_ema_grpo_64.yaml``); its records hold
+    a few hundred characters."""
+    max_response_chars: int = 16384
+    """An SFT record's assistant turn (the training target) holds at most this many characters (rule
+    ``response_length``): about the release's 4096-token response budget at 4 characters a token. Generated
+    responses are bounded by ``grpo.max_response_length`` and ``evaluate.max_new_tokens``."""
 
     def validate(self, key: str) -> None:
         require(self.max_failures_shown >= 1, f"{key}.max_failures_shown", "must be >= 1")
+        require(self.max_prompt_chars >= 1, f"{key}.max_prompt_chars", "must be >= 1")
+        require(self.max_response_chars >= 1, f"{key}.max_response_chars", "must be >= 1")
+
+    @property
+    def limits(self) -> LengthLimits:
+        """The length limits as the data contract takes them (``contract.checks.LengthLimits``)."""
+        from onethinker.contract.checks import LengthLimits
+
+        return LengthLimits(self.max_prompt_chars, self.max_response_chars)
 
 
 @dataclass(frozen=True)

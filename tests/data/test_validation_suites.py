@@ -62,6 +62,26 @@ def _copied_train_image(rec: Record, root: Path) -> None:
     rec["path"] = "images/eval/copy-of-train.png"
 
 
+LONG_QUESTION = "<image>" + "How many red squares are there? " * 625  # 20,007 characters
+
+
+def _outside_file(root: Path, name: str) -> Path:
+    """A real file next to the data folder, outside the media root (``root/media``)."""
+    outside = root.parent / name
+    shutil.copy(root / "media/images/train/ocr-image-0.png", outside)
+    return outside
+
+
+def _absolute_outside(rec: Record, root: Path) -> None:
+    rec["videos"] = [str(_outside_file(root, "outside.mp4"))]
+
+
+def _link_out(rec: Record, root: Path) -> None:
+    link = root / "media/images/eval/link-out.png"
+    link.symlink_to(_outside_file(root, "secret.png"))
+    rec["path"] = "images/eval/link-out.png"
+
+
 @dataclass(frozen=True)
 class Case:
     """One corruption: which record of which file, how, and the rule that must catch it."""
@@ -376,6 +396,41 @@ CASES: list[Case] = [
         _copied_train_image,
         "path",
     ),
+    # lengths: a 20,000-character question (it OOM-killed grpo), an SFT target over the response limit
+    Case(
+        "prompt_too_long",
+        RL,
+        "train-math-image-000",
+        "prompt_length",
+        _set("problem", LONG_QUESTION),
+        "problem",
+    ),
+    Case(
+        "sft_response_too_long",
+        SFT_I,
+        "train-numerical-image-000",
+        "response_length",
+        lambda r, _: _assistant(r).__setitem__("content", f"<think>{'y' * 20_000}</think><answer>3</answer>"),
+        "messages[1].content",
+    ),
+    # media confined to their root: climbing out, an absolute path elsewhere, a link pointing out
+    Case(
+        "media_dotdot",
+        RL,
+        "train-multiple_choice-image-001",
+        "media_in_root",
+        _set("images", ["../../outside.png"]),
+        "images",
+    ),
+    Case(
+        "media_absolute_outside",
+        SFT_V,
+        "train-regression-video-001",
+        "media_in_root",
+        _absolute_outside,
+        "videos",
+    ),
+    Case("media_link_out", EVAL_I, "eval-numerical-image-000", "media_in_root", _link_out, "path"),
 ]
 
 
@@ -474,6 +529,28 @@ def test_failure_message_names_everything(corrupted: Corrupted) -> None:
         "box [700, 250, 625, 625] has x1 >= x2"
     )
     assert failure.file.endswith(file)
+
+
+def test_long_question_is_refused_with_the_limit(corrupted: Corrupted) -> None:
+    file, index, pid = corrupted.where["prompt_too_long"]
+    (failure,) = [f for f in corrupted.report.failures if f.rule == "prompt_length"]
+    assert str(failure) == (
+        f"{failure.file}: record {index} (problem_id={pid}): field 'problem': rule prompt_length: "
+        f"the prompt text holds {len(LONG_QUESTION)} characters, over validate.max_prompt_chars=16384"
+    )
+    assert failure.file.endswith(file) and len(LONG_QUESTION) == 20_007
+
+
+def test_media_outside_the_root_is_never_opened(corrupted: Corrupted) -> None:
+    """Only ``media_in_root`` is reported for a path outside the root (no existence or decoding verdict, the
+    same words whether or not the file exists): nothing is learnt about files outside."""
+    for case in ("media_dotdot", "media_absolute_outside", "media_link_out"):
+        file, index, _ = corrupted.where[case]
+        rules = {f.rule for f in corrupted.report.failures if _short(f.file) == file and f.index == index}
+        assert rules == {"media_in_root"}, (case, rules)
+    file, index, _ = corrupted.where["media_dotdot"]
+    (failure,) = [f for f in corrupted.report.failures if _short(f.file) == file and f.index == index]
+    assert failure.message == "media '../../outside.png' resolves outside the media root 'media'"
 
 
 def test_reports_are_written(corrupted: Corrupted, tmp_path: Path) -> None:

@@ -8,6 +8,7 @@ per-task answer schemas, the prompt rule and where media live. Every stage and t
 - :mod:`~onethinker.contract.records`: typed RL / SFT / evaluation records, the record-kind, ground-truth
   and SFT-task rules, ``RecordError`` (file, record, field, rule);
 - :mod:`~onethinker.contract.media`: named media roots and the release's path rules;
+- :mod:`~onethinker.contract.checks`: length limits and media confined to their root (validation and stages);
 - :mod:`~onethinker.contract.io`: reading and writing record files;
 - :mod:`~onethinker.contract.manifest`: the typed manifest of a prepared data folder.
 

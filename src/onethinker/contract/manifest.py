@@ -10,15 +10,18 @@ is part of DVC's ``data`` output, whose hash must not depend on where the checko
   "prepare.onethinker.train_media_root"}``: the release's media stay where they are);
 - ``counts``: samples per split and task pair.
 
-``PreparedData.load(data_root, params)`` resolves the roots and gives typed records (SFT records joined with
-the RL file for their task).
+``PreparedData.load(data_root, params, check)`` resolves the roots and gives typed records (SFT records joined
+with the RL file for their task). ``check``, when given, sees every file's records as they are read and raises
+``RecordError`` on a record it refuses: the stages pass validation's record rules
+(``onethinker.validation.stage_checks``), so a record validation refuses never trains when ``validate`` was
+skipped.
 """
 
 from __future__ import annotations
 
 import functools
 import json
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -165,18 +168,27 @@ class RootedRecord:
     root: MediaRoot
 
 
+RecordCheck = Callable[[str, list[Record], MediaRoot, "TaskIndex | None"], None]
+"""``check(file, records, root, task_index)``: raises ``RecordError`` on the first record it refuses."""
+
+
 @dataclass(frozen=True)
 class PreparedData:
-    """A prepared data folder: its manifest and resolved media roots, and typed records on demand."""
+    """A prepared data folder: its manifest and resolved media roots, and typed records on demand (each
+    file's records through ``check`` when one is given)."""
 
     root: Path
     manifest: Manifest
     roots: Mapping[str, MediaRoot]
+    check: RecordCheck | None = None
 
     @classmethod
-    def load(cls, data_root: str | Path, params: Any = None) -> PreparedData:
+    def load(
+        cls, data_root: str | Path, params: Any = None, check: RecordCheck | None = None
+    ) -> PreparedData:
         """Read ``data_root``'s manifest; roots named by a params key are looked up in ``params`` (a
-        ``config.Params``: ``prepare.onethinker.train_media_root`` is ``params.prepare.onethinker...``)."""
+        ``config.Params``: ``prepare.onethinker.train_media_root`` is ``params.prepare.onethinker...``).
+        ``check`` sees each file's typed records as they are read (``RecordCheck``)."""
         root = Path(data_root)
         manifest = read_manifest(root)
         roots = {}
@@ -190,7 +202,7 @@ class PreparedData:
                     f"{root / MANIFEST_NAME}: media root {name!r} is the params key '{ref.param}', which is not set"
                 )
             roots[name] = MediaRoot(name, Path(value))
-        return cls(root, manifest, roots)
+        return cls(root, manifest, roots, check)
 
     def path(self, f: ManifestFile) -> Path:
         return self.root / f.path
@@ -202,8 +214,12 @@ class PreparedData:
         return self.manifest.of_kind(*kinds)
 
     def records(self, f: ManifestFile, index: TaskIndex | None = None) -> list[Record]:
-        """The typed records of one file (raises ``RecordFileError`` / ``RecordError`` naming what is wrong)."""
-        return parse_records(read_records(self.path(f)), self.path(f), f.kind, index)
+        """The typed records of one file (raises ``RecordFileError`` / ``RecordError`` naming what is wrong;
+        ``check`` runs on them when set)."""
+        records = parse_records(read_records(self.path(f)), self.path(f), f.kind, index)
+        if self.check is not None:
+            self.check(str(self.path(f)), records, self.root_of(f), index)
+        return records
 
     def task_index(self) -> TaskIndex:
         """The RL records by content, for the SFT task rule."""

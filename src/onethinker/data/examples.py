@@ -14,6 +14,7 @@ from PIL import Image
 
 from onethinker.config import MediaConfig
 from onethinker.contract import prompts as Pr
+from onethinker.contract.checks import media_root_message
 from onethinker.contract.media import MediaRoot
 from onethinker.contract.records import Record, SFTRecord
 from onethinker.contract.tasks import task_slug
@@ -45,13 +46,27 @@ class Example:
         return self.record.reward_item(response)
 
 
+def media_fields(record: Record) -> list[str]:
+    """The field each of a record's media comes from (``images``/``videos``; ``path``/``additional_path``)."""
+    if record.kind == "eval":
+        return ["path", "additional_path"][: len(record.media)]
+    return ["images" if m.kind == "image" else "videos" for m in record.media]
+
+
 def load_media(
     record: Record, root: MediaRoot, media: MediaConfig
 ) -> tuple[list[Image.Image], list[VideoClip]]:
-    """The record's images and video clips, in order, resolved under ``root`` by the release's rule."""
+    """The record's images and video clips, in order, resolved under ``root`` by the release's rule.
+
+    A path that leaves the root (``..``, an absolute path elsewhere, a link pointing out) is refused before
+    anything is opened: ``MediaError`` naming the record, the field and the rule ``media_in_root``."""
     images, videos = [], []
-    for m in record.media:
+    for m, field in zip(record.media, media_fields(record), strict=True):
         path = root.resolve(m.path, record.kind)
+        if not root.contains(path):
+            raise MediaError(
+                f"{record.where}: field '{field}': rule media_in_root: {media_root_message(m.path, root)}"
+            )
         try:
             if m.kind == "video":
                 videos.append(
@@ -66,7 +81,9 @@ def load_media(
             else:
                 images.append(load_image(path, media.image_min_pixels, media.image_max_pixels))
         except MediaError as exc:
-            raise MediaError(f"{record.where}: media {m.path!r} under root {root.name!r}: {exc}") from exc
+            raise MediaError(
+                f"{record.where}: field '{field}': media {m.path!r} under root {root.name!r}: {exc}"
+            ) from exc
     return images, videos
 
 

@@ -36,17 +36,21 @@ detail_log = logging.getLogger(f"{__name__}.detail")
 
 def _benchmarks(cfg: EvaluateConfig, p: Params) -> list[tuple[str, list[RootedRecord]]]:
     """(name, records with their media root) per benchmark: ``evaluate.benchmarks`` when set (media under
-    ``evaluate.media_root``), else the prepared evaluation files."""
-    from onethinker.contract import MediaRoot, PreparedData, parse_records, read_records
+    ``evaluate.media_root``), else the prepared evaluation files. Every file's records pass validation's
+    record rules as they are read (``validation.stage_checks``)."""
+    from onethinker.contract import MediaRoot, parse_records, read_records
+    from onethinker.validation.stage_checks import record_checks, stage_data
 
     if cfg.benchmarks:
         root = MediaRoot("eval", Path(cfg.media_root or "."))
+        check = record_checks(p)
         out = []
         for b in cfg.benchmarks:
             records = parse_records(read_records(b), b, "eval")
+            check(str(b), records, root)
             out.append((Path(b).stem, [RootedRecord(r, root) for r in records]))
         return out
-    data = PreparedData.load(p.data.root, p)
+    data = stage_data(p)
     return [(f.name, records) for f, records in data.eval_sets()]
 
 

@@ -70,15 +70,15 @@ def run_grpo_stage(p: Params, stop_after_steps: int | None = None, progress: boo
     from tqdm import tqdm
 
     from onethinker import tracking
-    from onethinker.contract import PreparedData
     from onethinker.generation.heldout import mlflow_metrics, run_heldout
     from onethinker.rl.trainer import GRPOTrainer
     from onethinker.tracking import lineage
     from onethinker.training.model_utils import save_hf_folder
+    from onethinker.validation.stage_checks import stage_data
 
     cfg = p.grpo
     check_engine(cfg.engine, "grpo.engine")
-    data = PreparedData.load(p.data.root, p)
+    data = stage_data(p)  # every record checked by validation's rules as it is read
     trainer = GRPOTrainer(cfg, data.rooted("rl"), p.media, p.prompt.style, reward_options=p.reward)
     is_main = trainer.rank == 0
     start = trainer.maybe_resume()

@@ -27,13 +27,13 @@ def records_per_task(records: list) -> dict[str, int]:
 
 def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, Any]:
     from onethinker import tracking
-    from onethinker.contract import PreparedData
     from onethinker.generation.heldout import mlflow_metrics, run_heldout
     from onethinker.sft.trainer import export, train_sft
     from onethinker.tracking import lineage
+    from onethinker.validation.stage_checks import stage_data
 
     cfg = p.sft
-    data = PreparedData.load(p.data.root, p)
+    data = stage_data(p)  # every record checked by validation's rules as it is read
     records = data.rooted("sft")
     is_main = int(os.environ.get("RANK", "0")) == 0
     track = cfg.log_mlflow and is_main

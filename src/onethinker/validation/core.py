@@ -30,6 +30,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
 
 from onethinker.config import ValidateConfig
+from onethinker.contract.checks import LengthLimits
 from onethinker.contract.io import RecordFileError, read_raw
 from onethinker.contract.manifest import PreparedData
 from onethinker.contract.media import MediaRoot
@@ -167,6 +168,7 @@ def _check_file(
     runner: SuiteRunner,
     train: TrainingIndex | None,
     cross: bool,
+    limits: LengthLimits,
 ) -> tuple[FileReport, list[dict[str, Any]]]:
     """Validate one loaded file; returns its report and its table rows (for the cross-file index)."""
     import pandas as pd
@@ -185,6 +187,7 @@ def _check_file(
         probe=probe_media if check_media else None,
         index=train.tasks if (train is not None and kind == "sft") else None,
         display=display,
+        limits=limits,
     )
     rows, not_objects = build_rows(records, kind, ctx)
     failures = [
@@ -266,6 +269,7 @@ def validate_file(
     kind: FileKind | None = None,
     media_root: str | Path | None = None,
     check_media: bool = True,
+    limits: LengthLimits | None = None,
 ) -> FileReport:
     """Validate one OneThinker-format file.
 
@@ -273,6 +277,7 @@ def validate_file(
     eval; else rl). Media paths are resolved under ``media_root`` (default: the file's folder) by the
     release's rule for the kind. ``check_media=False`` skips decoding and hashing (existence is still checked).
     An SFT file checked alone gets its tasks from its own fields, the instruction text or the answers' shape.
+    ``limits``: the length rules' limits (default: ``ValidateConfig``'s).
     """
     from .gx_suite import SuiteRunner
 
@@ -280,7 +285,10 @@ def validate_file(
         raise ValueError(f"kind must be one of {', '.join(KINDS)} or None, got {kind!r}")
     path = Path(path)
     root = MediaRoot("media", Path(media_root) if media_root is not None else path.parent)
-    report, _ = _check_file(str(path), _load(path), kind, root, check_media, SuiteRunner(), None, cross=False)
+    limits = limits or ValidateConfig().limits
+    report, _ = _check_file(
+        str(path), _load(path), kind, root, check_media, SuiteRunner(), None, cross=False, limits=limits
+    )
     return report
 
 
@@ -288,16 +296,19 @@ def validate_dataset(
     train_files: Sequence[FileSpec],
     eval_files: Sequence[FileSpec],
     cfg: ValidateConfig | None = None,
+    limits: LengthLimits | None = None,
 ) -> DatasetReport:
     """Validate training and evaluation files together, each file's media under its own root.
 
     RL files are checked first, so SFT records get their task and ground truth from the RL record they join;
     evaluation records must share no media-and-question with a training record. ``cfg.check_media=False``
-    skips decoding and hashing (media are then compared by resolved path).
+    skips decoding and hashing (media are then compared by resolved path). ``limits``: the length rules'
+    limits (default: ``ValidateConfig``'s).
     """
     from .gx_suite import SuiteRunner
 
     cfg = cfg or ValidateConfig()
+    limits = limits or ValidateConfig().limits
     t0 = time.perf_counter()
     runner = SuiteRunner()
     train = TrainingIndex()
@@ -312,22 +323,40 @@ def validate_dataset(
     reports: dict[Path, FileReport] = {}
     for spec, records in sorted(loaded, key=lambda item: kinds[item[0].path] != "rl"):
         report, rows = _check_file(
-            str(spec.path), records, kinds[spec.path], spec.root, cfg.check_media, runner, train, cross=False
+            str(spec.path),
+            records,
+            kinds[spec.path],
+            spec.root,
+            cfg.check_media,
+            runner,
+            train,
+            cross=False,
+            limits=limits,
         )
         train.add_rows(str(spec.path), rows)
         reports[spec.path] = report
     files = [reports[spec.path] for spec in train_files]  # in the order given
     for spec in eval_files:
         report, _ = _check_file(
-            str(spec.path), _load(spec.path), spec.kind, spec.root, cfg.check_media, runner, train, cross=True
+            str(spec.path),
+            _load(spec.path),
+            spec.kind,
+            spec.root,
+            cfg.check_media,
+            runner,
+            train,
+            cross=True,
+            limits=limits,
         )
         files.append(report)
     return DatasetReport(files=files, elapsed_s=time.perf_counter() - t0)
 
 
-def validate_prepared(data: PreparedData, cfg: ValidateConfig | None = None) -> DatasetReport:
+def validate_prepared(
+    data: PreparedData, cfg: ValidateConfig | None = None, limits: LengthLimits | None = None
+) -> DatasetReport:
     """Validate the files of a prepared data folder, as its manifest lists them (kinds and media roots)."""
     specs = [FileSpec(data.path(f), data.root_of(f), f.kind) for f in data.manifest.files]
     train = [s for s in specs if s.kind != "eval"]
     evals = [s for s in specs if s.kind == "eval"]
-    return validate_dataset(train, evals, cfg)
+    return validate_dataset(train, evals, cfg, limits)

@@ -49,7 +49,7 @@ from great_expectations.expectations.metrics.map_metric_provider.multicolumn_con
 from onethinker.contract.records import FIELD_TYPES, REQUIRED
 from onethinker.contract.tasks import RELEASE_DATA_TYPES, TASK_PAIRS
 
-from .rules import ANSWER_RULES, KNOWN_PROBLEM_TYPES, ROW_CHECKS, run_check
+from .rules import ANSWER_RULES, KNOWN_PROBLEM_TYPES, ROW_CHECKS, SFT_ANSWER_TAG, SFT_THINK_TAG, run_check
 
 ANSWER_FIELD = "@answer"  # resolved per row to the record's answer field
 MEDIA_FIELD = "@media"  # resolved per row to 'images' / 'videos' / 'path'
@@ -181,6 +181,7 @@ def build_expectations(kind: str, check_media: bool, cross: CrossFileSets | None
         ),
         ExpectColumnValuesToBeUnique(column="problem_id", meta=_meta("unique_problem_id", "problem_id")),
         _row_rule(ExpectRecordsToSatisfyRule, "options_format", "options"),
+        _row_rule(ExpectRecordsToSatisfyRule, "prompt_length", "messages" if kind == "sft" else "problem"),
     ]
     exps.append(_row_rule(ExpectRecordsToSatisfyRule, "media_field", MEDIA_FIELD))
     if kind == "rl":
@@ -194,16 +195,18 @@ def build_expectations(kind: str, check_media: bool, cross: CrossFileSets | None
             _row_rule(ExpectRecordsToSatisfyRule, "media_tokens", "messages"),
             ExpectColumnValuesToMatchRegex(
                 column="assistant",
-                regex=r"^\s*<think>[\s\S]*?\S[\s\S]*?</think>",
+                regex=SFT_THINK_TAG,
                 meta=_meta("sft_think_tag", ANSWER_FIELD),
             ),
             ExpectColumnValuesToMatchRegex(
                 column="assistant",
-                regex=r"<answer>[\s\S]*?</answer>\s*$",
+                regex=SFT_ANSWER_TAG,
                 meta=_meta("sft_answer_tag", ANSWER_FIELD),
             ),
             _row_rule(ExpectRecordsToSatisfyRule, "sft_answer_matches", ANSWER_FIELD),
+            _row_rule(ExpectRecordsToSatisfyRule, "response_length", ANSWER_FIELD),
         ]
+    exps.append(_row_rule(ExpectMediaToBeValid, "media_in_root", MEDIA_FIELD))
     exps.append(_row_rule(ExpectMediaToBeValid, "media_exists", MEDIA_FIELD))
     if check_media:
         exps.append(_row_rule(ExpectMediaToBeValid, "media_decodes", MEDIA_FIELD))

@@ -69,6 +69,19 @@ RULES: dict[str, RuleSpec] = _specs(
     ("task_pair", "schema", "the (problem_type, data_type) pair exists in the task table", "gx-builtin"),
     ("unique_problem_id", "schema", "problem_id is unique within the file", "gx-builtin"),
     (
+        "prompt_length",
+        "record",
+        "the prompt text (RL/evaluation: problem + options; SFT: user turns) is at most validate.max_prompt_chars "
+        "characters",
+        "gx-custom",
+    ),
+    (
+        "response_length",
+        "sft",
+        "the assistant turn (the SFT target) is at most validate.max_response_chars characters",
+        "gx-custom",
+    ),
+    (
         "media_field",
         "record",
         "RL/SFT: 'images' or 'videos' as data_type says; evaluation: 'path' (+ 'additional_path' for video-image)",
@@ -112,6 +125,12 @@ RULES: dict[str, RuleSpec] = _specs(
     ("points_count", "answer", "exactly 3 positive and 3 negative [x, y] points", "gx-custom"),
     ("points_in_range", "answer", "point coordinates lie in [0, 1000]", "gx-custom"),
     ("keyframe_time", "answer", "video segmentation 'time' is a number inside the video", "gx-custom"),
+    (
+        "media_in_root",
+        "media",
+        "every media path stays inside its media root (no '..' out, no absolute path elsewhere, no link out)",
+        "gx-custom",
+    ),
     ("media_exists", "media", "every media file exists under the media root", "gx-custom"),
     (
         "media_decodes",
@@ -454,6 +473,12 @@ def _record_problem(rule: str) -> Check:
     return check
 
 
+SFT_THINK_TAG = r"^\s*<think>[\s\S]*?\S[\s\S]*?</think>"
+"""``sft_think_tag``: the assistant turn starts with a non-empty think block."""
+SFT_ANSWER_TAG = r"<answer>[\s\S]*?</answer>\s*$"
+"""``sft_answer_tag``: the assistant turn ends with an answer block."""
+
+
 def check_options_format(row: Row) -> str | None:
     """Multiple-choice options are letter-labelled strings; other tasks may omit them."""
     options = load_json_cell(row.get("options"))
@@ -520,7 +545,7 @@ def check_sft_answer_matches(row: Row) -> str | None:
 ROW_CHECKS: dict[str, tuple[tuple[str, ...], Check]] = {
     **{
         rule: (("kind", "record_problems"), _record_problem(rule))
-        for rule in ("media_field", "media_tokens", "sft_messages")
+        for rule in ("media_field", "media_tokens", "sft_messages", "prompt_length", "response_length")
     },
     "options_format": (("problem_type_canon", "options"), check_options_format),
     "segmentation_truth": (
@@ -552,9 +577,18 @@ KNOWN_PROBLEM_TYPES: tuple[str, ...] = tuple(pt.lower() for pt in PROBLEM_TYPES)
 
 
 def _media_pairs(row: Row) -> list[tuple[str, str]]:
+    """(path as written, resolved path) of a row's media; none when a path leaves the root (a file outside
+    is never opened: ``media_in_root`` says why)."""
+    if check_media_in_root(row):
+        return []
     rel = load_json_cell(row.get("media")) or []
     files = load_json_cell(row.get("media_files")) or []
     return list(zip(rel, files, strict=False))
+
+
+def check_media_in_root(row: Row) -> str | None:
+    """The contract's verdict (``contract.checks``), given when the row was built: it needs the root."""
+    return (load_json_cell(row.get("record_problems")) or {}).get("media_in_root")
 
 
 def check_media_exists(row: Row) -> str | None:
@@ -598,8 +632,9 @@ def check_media_type(row: Row) -> str | None:
 
 ROW_CHECKS.update(
     {
-        "media_exists": (("media", "media_files"), check_media_exists),
-        "media_decodes": (("media", "media_files"), check_media_decodes),
-        "media_type": (("media", "media_files", "data_type_norm"), check_media_type),
+        "media_in_root": (("kind", "record_problems"), check_media_in_root),
+        "media_exists": (("media", "media_files", "record_problems"), check_media_exists),
+        "media_decodes": (("media", "media_files", "record_problems"), check_media_decodes),
+        "media_type": (("media", "media_files", "data_type_norm", "record_problems"), check_media_type),
     }
 )

@@ -12,7 +12,8 @@ paths resolved under the record's named root, the question, the structural check
 - ``problem_type_canon`` / ``problem_type_norm`` / ``data_type_norm`` / ``task_pair``: normalised task
   columns (an SFT record's are derived, ``task_source`` says how); ``answer`` (the text inside ``<answer>``),
   ``options``, ``assistant``, ``ground_truth``;
-- ``record_problems``: the contract's structural verdicts (JSON ``{rule: message}``);
+- ``record_problems``: the contract's verdicts on structure, lengths and media confinement (JSON
+  ``{rule: message}``; ``contract.checks``); ``prompt_field``: the field holding the prompt text;
 - media: ``media`` (paths as compared within a root), ``media_files`` (resolved paths), ``media_sha256``
   (JSON lists), and ``duration``, ``fps``, ``num_frames``, ``width``, ``height`` of the first media file;
   ``content_key``: the media (content hash, else resolved path) plus the folded question, for the
@@ -34,6 +35,7 @@ from typing import Any
 
 from onethinker.contract import answers as A
 from onethinker.contract import records as R
+from onethinker.contract.checks import LengthLimits, escaping_media, length_problems, media_root_message
 from onethinker.contract.media import MediaRoot, media_key
 from onethinker.contract.prompts import question_text
 from onethinker.contract.tasks import canonical_problem_type, is_allowed, is_known_problem_type, modality
@@ -42,7 +44,8 @@ from .media_probe import MediaProbe
 
 NUMERIC_COLUMNS: tuple[str, ...] = ("duration", "fps", "num_frames", "width", "height")
 ROW_PROBLEM_RULES: tuple[str, ...] = ("media_field", "sft_messages", "media_tokens")
-"""Structural rules whose verdict the contract gives per record (``record_problems``)."""
+"""Structural rules whose verdict the contract gives per record (``record_problems``, with the length and
+``media_in_root`` verdicts of ``contract.checks``)."""
 
 
 def _json_cell(value: Any) -> str | None:
@@ -66,6 +69,7 @@ class Context:
     probe: Callable[[Path], MediaProbe] | None = None  # None: media are not looked at
     index: R.TaskIndex | None = None  # the RL records, for the SFT task rule
     display: str = ""
+    limits: LengthLimits | None = None  # None: the length rules are not checked
 
 
 def _media_paths(record: dict[str, Any], kind: str) -> tuple[str | None, list[str]]:
@@ -148,7 +152,9 @@ def build_row(index: int, record: dict[str, Any], kind: str, ctx: Context) -> di
     options = record.get("options")
     row["options"] = _json_cell(options) if isinstance(options, list) else None
     problems = {p.rule: p.message for p in R.check_fields(record, kind) if p.rule in ROW_PROBLEM_RULES}
-    row["record_problems"] = json.dumps(problems, sort_keys=True) if problems else None
+    if ctx.limits is not None:
+        problems.update((p.rule, p.message) for p in length_problems(record, kind, ctx.limits))
+    row["prompt_field"] = "messages" if kind == "sft" else "problem"
     row["segmentation_problem"] = None
     if kind == "eval" and pt == "segmentation" and dt in ("image", "video"):
         row["segmentation_problem"] = R.segmentation_truth_problem(record, dt)
@@ -161,6 +167,10 @@ def build_row(index: int, record: dict[str, Any], kind: str, ctx: Context) -> di
 
     key, paths = _media_paths(record, kind)
     files = [str(ctx.root.resolve(p, kind)) for p in paths]
+    escaping = next(escaping_media(paths, ctx.root, kind), None)
+    if escaping is not None:
+        problems["media_in_root"] = media_root_message(escaping, ctx.root)
+    row["record_problems"] = json.dumps(problems, sort_keys=True) if problems else None
     row["media_key"] = key or (
         "path" if kind == "eval" else "images" if row["data_type_norm"] == "image" else "videos"
     )
@@ -170,7 +180,7 @@ def build_row(index: int, record: dict[str, Any], kind: str, ctx: Context) -> di
     for col in NUMERIC_COLUMNS:
         row[col] = math.nan
     identities = [os.path.realpath(f) for f in files]
-    if ctx.probe is not None and files:
+    if ctx.probe is not None and files and escaping is None:  # a file outside the root is never opened
         probes = [ctx.probe(Path(f)) for f in files]
         hashes = [p.sha256 for p in probes if p.sha256]
         row["media_sha256"] = json.dumps(hashes) if hashes else None
