@@ -6,7 +6,9 @@ server), the written files validated and trained on with ``onethinker sft``; and
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -18,6 +20,9 @@ import pytest
 from annotate_helpers import workdir
 
 ONETHINKER = [sys.executable, "-m", "onethinker.cli"]
+ONE_THREAD = {**os.environ, "OMP_NUM_THREADS": "1"}
+"""The processes run torch on one thread: on a loaded 2-core machine two spinning threads per process make the
+tiny model's steps tens of times slower (measured: 10 SFT steps 39 s on torch's default threads, 1.4 s on one)."""
 MIN_ACCURACY = 1.0
 CONCURRENCY = 1
 N_RECORDS = 4
@@ -43,7 +48,9 @@ def _post(url: str, body: dict) -> tuple[int, dict]:
         return exc.code, json.loads(exc.read())
 
 
-def _wait(pred, what: str, timeout: float = 120.0, proc: subprocess.Popen | None = None) -> None:
+def _wait(
+    pred, what: str, timeout: float = 120.0, proc: subprocess.Popen | None = None, poll_s: float = 0.2
+) -> None:
     t0 = time.time()
     while time.time() - t0 < timeout:
         try:
@@ -53,7 +60,7 @@ def _wait(pred, what: str, timeout: float = 120.0, proc: subprocess.Popen | None
             pass
         if proc is not None and proc.poll() is not None:
             raise AssertionError(f"{what}: process exited {proc.returncode}: {proc.stderr.read()[-2000:]}")
-        time.sleep(0.2)
+        time.sleep(poll_s)
     raise AssertionError(f"timed out waiting for {what}")
 
 
@@ -65,6 +72,8 @@ TASKS = ("multiple choice", "numerical")
 def served(tiny_data, tiny_base, tmp_path_factory):
     """A teacher (the tiny model SFT-trained on 4 image records until it knows them) served on a free loopback
     port, and a working folder whose prepared data lacks those 4 SFT records (what annotate asks for)."""
+    import torch
+
     from onethinker.config import MediaConfig
     from onethinker.contract import PreparedData, read_records, write_records
     from onethinker.sft.config import SFTConfig
@@ -94,6 +103,7 @@ def served(tiny_data, tiny_base, tmp_path_factory):
             "heldout_per_task": 0,
             "log_mlflow": False,
             "save_every": 1000,
+            "cpu_threads": 1,
         },
     )
     shutil.copytree(tiny_base, work / "models" / "base")
@@ -117,12 +127,17 @@ def served(tiny_data, tiny_base, tmp_path_factory):
         cutoff_len=512,
         save_every=1000,
         heldout_per_task=0,
+        cpu_threads=1,
         log_mlflow=False,
         freeze_vision_tower=False,
         freeze_projector=False,
     )
-    model, processor, result = train_sft(cfg, taught, MediaConfig(), "compact", progress=False)
-    export(model, processor, cfg.output_dir, result)
+    threads = torch.get_num_threads()
+    try:
+        model, processor, result = train_sft(cfg, taught, MediaConfig(), "compact", progress=False)
+        export(model, processor, cfg.output_dir, result)
+    finally:
+        torch.set_num_threads(threads)  # the test process's other tests keep torch's default
     del model
     proc = subprocess.Popen(
         [
@@ -140,18 +155,19 @@ def served(tiny_data, tiny_base, tmp_path_factory):
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
+        env=ONE_THREAD,
     )
     base = f"http://127.0.0.1:{port}"
     try:
         _wait(lambda: _get(f"{base}/health")["status"] == "ok", "the server", proc=proc)
-        yield work, base
+        yield work, base, proc
     finally:
         proc.terminate()
         proc.wait(timeout=30)
 
 
 def test_server_answers_the_openai_api_and_confines_media(served) -> None:
-    work, base = served
+    work, base, _ = served
     assert _get(f"{base}/v1/models")["data"][0]["id"] == "teacher"
     image = next((work / "data" / "media").rglob("*.png")).relative_to(work / "data" / "media").as_posix()
     body = {
@@ -199,19 +215,28 @@ def test_server_answers_the_openai_api_and_confines_media(served) -> None:
 
 
 def test_annotate_killed_and_rerun_pays_once_then_validates_and_trains(served) -> None:
-    work, base = served
+    work, base, server = served
     before = _get(f"{base}/health")
-    proc = subprocess.Popen([*ONETHINKER, "annotate"], cwd=work, stderr=subprocess.PIPE, text=True)
-    _wait(lambda: _get(f"{base}/health")["completions"] - before["completions"] >= 2, "2 answers", proc=proc)
-    proc.kill()  # SIGKILL: no cleanup runs
-    proc.wait()
+    proc = subprocess.Popen(
+        [*ONETHINKER, "annotate"], cwd=work, stderr=subprocess.PIPE, text=True, env=ONE_THREAD
+    )
+    cache = work / "cache" / "annotate"
+    _wait(lambda: len(list(cache.glob("*/*.json"))) >= 2, "2 cached answers", proc=proc, poll_s=0.02)
+    server.send_signal(signal.SIGSTOP)  # frozen: however fast it answers, no record completes from here on
+    try:
+        proc.kill()  # SIGKILL: no cleanup runs
+        proc.wait()
+    finally:
+        server.send_signal(signal.SIGCONT)
     _wait(lambda: _get(f"{base}/health")["in_flight"] == 0, "the server to finish orphaned requests")
-    cached = len(list((work / "cache" / "annotate").rglob("*.json")))
+    cached = len(list(cache.glob("*/*.json")))
     at_kill = _get(f"{base}/health")
     sent_first = at_kill["requests"] - before["requests"]
     assert 2 <= cached < N_RECORDS and cached <= sent_first <= cached + CONCURRENCY
 
-    out = subprocess.run([*ONETHINKER, "annotate"], cwd=work, capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [*ONETHINKER, "annotate"], cwd=work, capture_output=True, text=True, timeout=600, env=ONE_THREAD
+    )
     assert out.returncode == 0, out.stderr[-3000:]
     after = _get(f"{base}/health")
     metrics = json.loads((work / "metrics" / "annotate.json").read_text())
@@ -235,6 +260,7 @@ def test_annotate_killed_and_rerun_pays_once_then_validates_and_trains(served) -
             capture_output=True,
             text=True,
             timeout=300,
+            env=ONE_THREAD,
         )
         assert v.returncode == 0, v.stdout + v.stderr
 
@@ -256,6 +282,7 @@ def test_annotate_killed_and_rerun_pays_once_then_validates_and_trains(served) -
         capture_output=True,
         text=True,
         timeout=600,
+        env=ONE_THREAD,
     )
     assert out.returncode == 0, out.stderr[-3000:]
     assert (work / "models" / "sft2" / "config.json").is_file() and "sft: 2 steps" in out.stdout
