@@ -64,7 +64,7 @@ test-ci: test
 # Does a fresh clone of HEAD compute the committed dvc.lock? Clones into a temporary folder (no DVC cache, no
 # data), runs the stages there and compares hashes (metrics files by content, without timings). The default
 # stages take about 2 minutes on 2 cores; sft, grpo and evaluate add about 15 (STAGES="prepare ... evaluate").
-STAGES ?= prepare validate base_model
+STAGES ?= prepare validate annotate base_model
 check-lock: install
 	$(PY) -m onethinker.cli check-lock $(STAGES)
 

@@ -757,7 +757,7 @@ def report(
 def check_lock(
     stages: Annotated[
         list[str] | None,
-        typer.Argument(help="Stages to run in the clone (default: prepare validate base_model)."),
+        typer.Argument(help="Stages to run in the clone (default: prepare validate annotate base_model)."),
     ] = None,
     rev: Annotated[str, typer.Option(help="The commit to check.")] = "HEAD",
 ) -> None:

@@ -30,7 +30,7 @@ VOLATILE_KEYS = frozenset(
 )
 """Keys of a metrics file that measure the run (time, memory, speed) or name its MLflow records."""
 
-DEFAULT_STAGES = ("prepare", "validate", "base_model")
+DEFAULT_STAGES = ("prepare", "validate", "annotate", "base_model")
 """What CI checks: the stages cheap enough to run on every commit (about 2 minutes on 2 cores)."""
 
 
