@@ -244,7 +244,9 @@ def test_missing_media_names_the_record(tiny_base, tiny_data, tmp_path) -> None:
     tr = GRPOTrainer(
         _cfg(tiny_base, tmp_path, steps=1), records[:4], MediaConfig(), "compact", progress=False
     )
-    with pytest.raises(MediaError, match=r"rl.json: record \d+ \(problem_id=.+\): media .*not found"):
+    with pytest.raises(
+        MediaError, match=r"rl.json: record \d+ \(problem_id=.+\): field 'images': media .*not found"
+    ):
         tr.step()
 
 
