@@ -4,6 +4,7 @@ where a response token can be predicted."""
 
 from __future__ import annotations
 
+import itertools
 from pathlib import Path
 
 import torch
@@ -118,9 +119,11 @@ def test_length_grouped_windows_group_by_length_within_each_update() -> None:
     assert sorted(s.group for w in windows for b in w for s in b) == list(range(6))  # each sequence once
 
 
-def test_logprobs_of_both_layouts_equal_the_full_forward(tiny_sft, tiny_data, tmp_path) -> None:
+def test_logprobs_of_both_layouts_equal_the_full_forward(tiny_sft, tiny_data, tmp_path, monkeypatch) -> None:
     """Every response token's log-prob, from the shared-prefix layout (each prompt once, its responses on copies
-    of its KV cache) and from the cropped full layout, equals the full forward's over prompt + response."""
+    of its KV cache) and from the cropped full layout, equals the full forward's over prompt + response; with
+    the LM head on the kept positions only and, as on transformers without a boolean ``logits_to_keep``
+    (vLLM's pin), on every position."""
     from onethinker.modeling.inputs import collate, model_inputs
 
     tr = _trainer(tiny_sft, tiny_data, tmp_path, micro=8)
@@ -137,13 +140,14 @@ def test_logprobs_of_both_layouts_equal_the_full_forward(tiny_sft, tiny_data, tm
             p = s.encoded["input_ids"].shape[-1]
             logp = logits[p - 1 : -1].log_softmax(-1)  # (R, V): the positions predicting the response
             want.append(logp.gather(-1, torch.tensor(s.response_ids)[:, None]).squeeze(-1))
-        for build in (build_batch, trainer_mod.build_shared_batch):
+        for build, boolean in itertools.product((build_batch, trainer_mod.build_shared_batch), (True, False)):
+            monkeypatch.setattr(trainer_mod, "_boolean_logits_to_keep", lambda b=boolean: b)
             batch = build(seqs, tr.pad_id)
             lp, ent = trainer_mod.token_logprobs(tr.model, batch, tr.dev, with_entropy=True)
             mask = batch["response_mask"].bool()
             assert lp.shape == mask.shape == ent.shape and int(mask.sum()) == sum(len(w) for w in want)
             for r, w in enumerate(want):
-                assert torch.allclose(lp[r][mask[r]], w, atol=1e-4), (build.__name__, r)
+                assert torch.allclose(lp[r][mask[r]], w, atol=1e-4), (build.__name__, boolean, r)
             assert (lp[~mask] == 0).all() and (ent[mask] > 0).all()
     shared = trainer_mod.build_shared_batch(seqs, tr.pad_id)
     assert shared["prompt_input_ids"].shape[0] == len({id(s.encoded) for s in seqs}) < len(seqs)

@@ -35,6 +35,7 @@ cannot run Qwen3-VL.
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -167,6 +168,23 @@ def build_shared_batch(seqs: list[Sequence], pad_id: int) -> dict[str, torch.Ten
     return batch
 
 
+def kept_logits(model: torch.nn.Module, keep: torch.Tensor, **inputs: Any) -> torch.Tensor:
+    """Logits (N, V) of the ``True`` positions of ``keep`` (B, L), row-major. Transformers releases with
+    ``slice_logits_to_keep`` (5.23, our pin) take a boolean ``logits_to_keep`` and run the LM head on those
+    positions only; older ones (5.19, vLLM's pin) do not, so they get every position's logits and the same
+    rows are selected here (the same numbers, at the cost of the full LM head)."""
+    if _boolean_logits_to_keep():
+        return model(**inputs, logits_to_keep=keep).logits
+    return model(**inputs).logits[keep]
+
+
+@functools.cache
+def _boolean_logits_to_keep() -> bool:
+    import transformers.modeling_utils as mu
+
+    return hasattr(mu, "slice_logits_to_keep")
+
+
 def shared_prefix_logits(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], dev: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -192,15 +210,16 @@ def shared_prefix_logits(
     step = torch.arange(1, width, device=dev)  # response token k - 1 sits one position past the prompt's last
     after = positions[..., -1:].index_select(-2, copies) + step  # (4, B, R-1) or (B, R-1)
     attention = torch.cat([prompts["attention_mask"].index_select(0, copies), mask[:, :-1].long()], dim=1)
-    out = model(
+    out = kept_logits(
+        model,
         input_ids=batch["targets"].to(dev)[:, :-1],
         attention_mask=attention,
         position_ids=after,
         past_key_values=cache,
         use_cache=True,
-        logits_to_keep=mask[:, 1:].bool(),
+        keep=mask[:, 1:].bool(),
     )
-    return first, out.logits.float()
+    return first, out.float()
 
 
 def token_logprobs(
@@ -231,7 +250,7 @@ def token_logprobs(
         start = int(batch["logits_start"])
         keep = torch.zeros(batch["input_ids"].shape, dtype=torch.bool, device=dev)  # (B, L)
         keep[:, start : start + mask.shape[1]] = mask
-        parts.append((model(**inputs, logits_to_keep=keep).logits.float(), mask))  # (N, V), row-major
+        parts.append((kept_logits(model, keep=keep, **inputs).float(), mask))  # (N, V), row-major
     lp = torch.zeros(mask.shape, device=dev)  # (B, T)
     ent = torch.zeros(mask.shape, device=dev) if with_entropy else None
     for logits, where in parts:
