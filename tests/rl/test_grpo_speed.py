@@ -151,3 +151,32 @@ def test_logprobs_of_both_layouts_equal_the_full_forward(tiny_sft, tiny_data, tm
             assert (lp[~mask] == 0).all() and (ent[mask] > 0).all()
     shared = trainer_mod.build_shared_batch(seqs, tr.pad_id)
     assert shared["prompt_input_ids"].shape[0] == len({id(s.encoded) for s in seqs}) < len(seqs)
+
+
+def test_shared_prefix_gradients_are_bit_identical_run_to_run(tiny_sft, tiny_data, tmp_path) -> None:
+    """Issue 16: the shared-prefix layout gives the same gradients bit for bit on every repeat at two CPU
+    threads. Each prompt's keys and values are copied to its n responses; ``Cache.batch_select_indices``
+    copied them by ``tensor[rows]``, whose backward adds the copies' gradients with parallel atomic float adds
+    on CPU, in an order (and so with a rounding) that changed run to run: GRPO drifted after ~50 steps."""
+    tr = _trainer(tiny_sft, tiny_data, tmp_path, micro=16)
+    seqs = [s for g in _fixed_batch(tr) for s in g]
+    seqs = [seqs[i] for i in torch.randperm(len(seqs), generator=torch.Generator().manual_seed(0))]
+    batch = trainer_mod.build_shared_batch(seqs, tr.pad_id)
+    # prompts are shared and their rows interleaved (as length grouping leaves them): both threads add into
+    # the same prompt's gradient
+    assert batch["prompt_input_ids"].shape[0] < len(seqs)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        runs = []
+        for _ in range(4):
+            tr.model.zero_grad(set_to_none=True)
+            lp, _ = trainer_mod.token_logprobs(tr.model, batch, tr.dev)
+            (lp * torch.linspace(-1.0, 1.0, lp.numel()).view_as(lp)).sum().backward()
+            runs.append({k: p.grad.clone() for k, p in tr.model.named_parameters() if p.grad is not None})
+    finally:
+        torch.set_num_threads(threads)
+    for other in runs[1:]:
+        assert other.keys() == runs[0].keys() and runs[0]
+        for k in runs[0]:
+            assert torch.equal(other[k], runs[0][k]), k

@@ -185,6 +185,18 @@ def _boolean_logits_to_keep() -> bool:
     return hasattr(mu, "slice_logits_to_keep")
 
 
+def select_cache_rows(cache: Any, rows: torch.Tensor) -> None:
+    """Every layer's keys and values at ``rows`` (B,) of the batch dimension, in place: the copies of each
+    prompt's KV cache for its responses, differentiable, with a backward that is the same bit for bit on every
+    run. ``Cache.batch_select_indices`` indexes with ``tensor[rows]``, whose backward (``index_put_`` with
+    accumulate) adds the repeated rows' gradients with parallel atomic float adds on a CPU with more than one
+    thread: their order, so the rounding, changed run to run, and GRPO drifted apart after ~50 steps.
+    ``index_select``'s backward (``index_add_``) sums them in a fixed order."""
+    for layer in cache.layers:
+        layer.keys = layer.keys.index_select(0, rows)
+        layer.values = layer.values.index_select(0, rows)
+
+
 def shared_prefix_logits(
     model: torch.nn.Module, batch: dict[str, torch.Tensor], dev: torch.device
 ) -> tuple[torch.Tensor, torch.Tensor]:
@@ -202,7 +214,7 @@ def shared_prefix_logits(
     out = model(**prompts, position_ids=positions, use_cache=True, logits_to_keep=1)
     first = out.logits[:, -1].float().index_select(0, copies)  # (B, V)
     cache = out.past_key_values
-    cache.batch_select_indices(copies)  # the prompt's keys and values, once per row (differentiable)
+    select_cache_rows(cache, copies)  # the prompt's keys and values, once per row (differentiable)
     mask = batch["response_mask"].to(dev)  # (B, R)
     width = mask.shape[1]
     if width == 1:
