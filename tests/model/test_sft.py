@@ -118,6 +118,42 @@ def test_a_checkpoint_from_other_settings_is_not_resumed(tiny_base, tiny_data, t
     assert (tmp_path / "ckpt" / "latest").read_text() == "step-00000002"
 
 
+def test_a_checkpoint_written_by_other_code_is_not_resumed(
+    tiny_base, tiny_data, tmp_path, monkeypatch
+) -> None:
+    """DVC re-runs a stage whose code changed; resuming the old run's last checkpoint would re-export the old
+    model under the new code's hash (issue 16)."""
+    from onethinker.training import checkpoint as ckpt
+
+    media = MediaConfig()
+    cfg = _cfg(tiny_base, tmp_path, max_steps=2, save_every=1)
+    train_sft(cfg, tiny_data["sft"], media, "compact", progress=False)
+    _, _, again = train_sft(cfg, tiny_data["sft"], media, "compact", progress=False)
+    assert again.resumed_from == 2  # same code: resumed
+    real = ckpt.code_fingerprint()
+    monkeypatch.setattr(ckpt, "code_fingerprint", lambda: "0" * 16 if real != "0" * 16 else "1" * 16)
+    _, _, result = train_sft(cfg, tiny_data["sft"], media, "compact", progress=False)
+    assert result.resumed_from == 0 and result.steps == 2
+    assert [p.name for p in tmp_path.iterdir() if p.name.startswith("ckpt.stale-")]
+
+
+def test_code_fingerprint_follows_the_sources_only(tmp_path) -> None:
+    from onethinker.training.checkpoint import code_fingerprint
+
+    pkg = tmp_path / "pkg"
+    (pkg / "sub").mkdir(parents=True)
+    (pkg / "a.py").write_text("x = 1\n")
+    (pkg / "sub" / "b.py").write_text("y = 2\n")
+    first = code_fingerprint(pkg)
+    (pkg / "sub" / "__pycache__").mkdir()
+    (pkg / "sub" / "__pycache__" / "b.cpython-311.pyc").write_bytes(b"\0" * 8)
+    (pkg / "notes.txt").write_text("not code")
+    assert code_fingerprint(pkg) == first  # caches and other files do not count
+    (pkg / "sub" / "b.py").write_text("y = 3\n")
+    assert code_fingerprint(pkg) != first
+    assert len(first) == 16 and code_fingerprint() == code_fingerprint()
+
+
 def test_a_checkpoint_from_another_starting_model_is_not_resumed(tiny_base, tiny_data, tmp_path) -> None:
     import shutil
 

@@ -438,6 +438,7 @@ class GRPOTrainer:
                 "n_records": len(records),
                 "world": self.world,
                 "model": ckpt.model_fingerprint(cfg.sft_model_dir),
+                "code": ckpt.code_fingerprint(),
             }
         )
 

@@ -197,6 +197,7 @@ def train_sft(
             "world": world,
             "media": media.__dict__,
             "model": ckpt.model_fingerprint(cfg.base_model_dir),
+            "code": ckpt.code_fingerprint(),
         }
     )
     start_step, position = 0, 0

@@ -9,8 +9,10 @@ before a resumed run)::
 A checkpoint is written into ``.tmp-step-…`` and renamed when complete, then ``latest`` is replaced
 atomically, so an interruption at any moment leaves the previous checkpoint intact. ``trainer_state.json``
 holds the step, the data position and any algorithm state (e.g. EMA-GRPO's statistics), plus a hash of the
-config and of the starting model's files (``model_fingerprint``): a checkpoint written under other settings or
-from another starting model is never resumed. It is moved aside to ``<root>.stale-<hash>`` (nothing is
+config, of the starting model's files (``model_fingerprint``) and of the code (``code_fingerprint``): a
+checkpoint written under other settings, from another starting model or by other code is never resumed (DVC
+re-runs a stage whose code changed; resuming the old run's last checkpoint would re-export its model under the
+new code's hash). It is moved aside to ``<root>.stale-<hash>`` (nothing is
 deleted) and training starts from step 0.
 
 Nothing in a checkpoint needs more than ``torch.load(weights_only=True)``: model, optimizer and scheduler
@@ -52,6 +54,18 @@ def model_fingerprint(model_dir: str | Path) -> str:
         with path.open("rb") as fh:
             for chunk in iter(lambda: fh.read(1 << 20), b""):
                 digest.update(chunk)
+    return digest.hexdigest()[:16]
+
+
+def code_fingerprint(package: Path | None = None) -> str:
+    """sha256 over the Python sources (names and bytes) of ``package`` (default: this ``onethinker``) and the
+    torch and transformers versions: what computes a training run's numbers besides its settings and data."""
+    import transformers
+
+    digest = hashlib.sha256(f"torch {torch.__version__}\0transformers {transformers.__version__}\0".encode())
+    root = Path(package) if package is not None else Path(__file__).resolve().parents[1]
+    for path in sorted(root.rglob("*.py")):
+        digest.update(path.relative_to(root).as_posix().encode() + b"\0" + path.read_bytes())
     return digest.hexdigest()[:16]
 
 
@@ -191,8 +205,8 @@ def latest_checkpoint(root: Path, expected_hash: str | None = None) -> tuple[Pat
                 aside, n = root.with_name(f"{root.name}.stale-{found}-{n}"), n + 1
             os.replace(root, aside)
             log.warning(
-                "checkpoint %s (step %s) was written under other settings or from another starting model "
-                "(config hash %s, this run %s); moved it to %s and starting from step 0",
+                "checkpoint %s (step %s) was written under other settings, from another starting model or by "
+                "other code (config hash %s, this run %s); moved it to %s and starting from step 0",
                 path,
                 state.get("step"),
                 found,
