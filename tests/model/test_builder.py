@@ -455,3 +455,24 @@ def test_params_file_section(tmp_path: Path) -> None:
     params.write_text("base_model:\n  vision:\n    depth: 1\n    deepstack_visual_indexes: [0, 1]\n")
     with pytest.raises(ConfigError, match=r"base_model\.vision\.deepstack_visual_indexes\[1\]"):
         load_params(params)
+
+
+def test_a_saved_model_folder_does_not_record_how_it_was_loaded(built: Path, tmp_path: Path) -> None:
+    """Issue 16: HF_HUB_OFFLINE=1 (the Makefile's) made transformers save "local_files_only": true into the
+    tokenizer config, so `make pipeline` and a plain `dvc repro` wrote different bytes for the same model."""
+    from onethinker.modeling import load_model
+    from onethinker.training.model_utils import LOADING_KWARGS, save_hf_folder
+
+    model = load_model(built)
+    saved = {}
+    processor = AutoProcessor.from_pretrained(str(built))
+    assert "local_files_only" in processor.tokenizer.init_kwargs  # what used to be saved
+    for offline in (True, False):  # as loaded with HF_HUB_OFFLINE=1 and without it
+        processor.tokenizer.init_kwargs["local_files_only"] = offline
+        out = save_hf_folder(model, processor, tmp_path / f"offline-{offline}")
+        assert processor.tokenizer.init_kwargs.get("local_files_only") is offline  # restored after the save
+        saved[offline] = {p.name: p.read_bytes() for p in sorted(out.iterdir())}
+    assert saved[True] == saved[False]
+    config = json.loads(saved[True]["tokenizer_config.json"])
+    assert not set(LOADING_KWARGS) & set(config), config
+    assert str(tmp_path) not in b"".join(saved[True].values()).decode("utf-8", "replace")

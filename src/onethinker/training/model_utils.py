@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -57,6 +59,35 @@ def device() -> torch.device:
     return torch.device("cpu")
 
 
+# Keys transformers copies from the loading call into a saved tokenizer_config.json although they describe how
+# it was loaded, not the tokenizer: HF_HUB_OFFLINE=1 (set by the Makefile) becomes "local_files_only": true,
+# so `make pipeline` and a plain `dvc repro` wrote different bytes for the same model.
+LOADING_KWARGS = (
+    "local_files_only",
+    "cache_dir",
+    "force_download",
+    "proxies",
+    "token",
+    "revision",
+    "subfolder",
+)
+
+
+@contextlib.contextmanager
+def _without_loading_kwargs(processor: Any) -> Iterator[None]:
+    """``processor``'s tokenizer without :data:`LOADING_KWARGS` in its ``init_kwargs`` (restored after)."""
+    tok = getattr(processor, "tokenizer", processor)
+    kwargs = getattr(tok, "init_kwargs", None)
+    if not isinstance(kwargs, dict):
+        yield
+        return
+    removed = {k: kwargs.pop(k) for k in LOADING_KWARGS if k in kwargs}
+    try:
+        yield
+    finally:
+        kwargs.update(removed)
+
+
 def save_hf_folder(
     model: torch.nn.Module,
     processor: Any,
@@ -70,7 +101,8 @@ def save_hf_folder(
         shutil.rmtree(tmp)
     tmp.mkdir(parents=True)
     model.save_pretrained(tmp, state_dict=state_dict, safe_serialization=True)
-    processor.save_pretrained(tmp)
+    with _without_loading_kwargs(processor):
+        processor.save_pretrained(tmp)
     if out_dir.exists():
         shutil.rmtree(out_dir)
     os.replace(tmp, out_dir)
