@@ -33,7 +33,7 @@ help:
 	@echo "make deploy     every deployment of prefect.yaml, with its schedules, on the served Prefect (no prompt)"
 	@echo "make test-ci    what .ci/run runs: make test plus the slow Prefect end-to-end integration test"
 	@echo "make vllm-venv  vLLM's CPU build in its own venv (.venv-vllm); 'make test-vllm' runs the vLLM tests there"
-	@echo "make check-lock a fresh clone runs prepare, validate, base_model: fails unless it computes dvc.lock"
+	@echo "make check-lock a fresh clone runs prepare, validate, annotate, base_model: fails unless it computes dvc.lock"
 	@echo "make bench-trl  our GRPO step against TRL's GRPOTrainer, side by side (TRL in its own venv, .venv-trl)"
 
 # torch first, pinned to the local CPU wheel, so no dependency pulls a CUDA build.
