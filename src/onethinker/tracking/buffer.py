@@ -5,7 +5,8 @@ MLflow: the training loop only appends to a queue and never waits for the server
 the queue in order (metrics in batches of up to 1,000). When the server does not answer (a probe of its
 ``/health`` with a 2 s timeout, for an ``http(s)`` tracking URI), nothing is dropped: a warning says how much is
 waiting, the thread retries with backoff, and a second message says when the server is back and the backlog
-was sent.
+was sent. The thread's own calls skip MLflow's HTTP retries (which back off for minutes and would hide an
+outage that starts between the probe and the call); other threads keep MLflow's settings.
 
 At the end of the stage the buffer gets ``flush_timeout_s`` to drain. If the server is still away, the rest
 (and the run's final status) is written to a spool file under ``<repo>/mlflow/spool/`` and a detached
@@ -49,20 +50,57 @@ def server_up(uri: str) -> bool:
         return False
 
 
+_LOCAL = threading.local()
+
+
+class _PerThread:
+    """One of MLflow's HTTP settings (an environment-variable object) with a per-thread override: MLflow reads
+    them at each request, so the override applies to this thread's calls only, not to the training loop's or
+    MLflow's own system-metrics thread."""
+
+    def __init__(self, base: Any, attr: str) -> None:
+        self._base, self._attr = base, attr
+
+    def get(self) -> Any:
+        value = getattr(_LOCAL, self._attr, None)
+        return self._base.get() if value is None else value
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._base, name)
+
+    def __str__(self) -> str:
+        return str(self._base)
+
+
+_SETTINGS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "max_retries", "MLFLOW_HTTP_REQUEST_TIMEOUT": "timeout"}
+_install_lock = threading.Lock()
+
+
+def _install_per_thread_settings() -> None:
+    """Make MLflow's REST client read its retry count and timeout through :class:`_PerThread` (once)."""
+    import mlflow.store.artifact.http_artifact_repo as artifact_repo
+    import mlflow.utils.rest_utils as rest_utils
+
+    with _install_lock:
+        for module in (rest_utils, artifact_repo):
+            for name, attr in _SETTINGS.items():
+                setting = getattr(module, name, None)
+                if setting is not None and not isinstance(setting, _PerThread):
+                    setattr(module, name, _PerThread(setting, attr))
+
+
 @contextlib.contextmanager
-def fail_fast() -> Any:
-    """MLflow REST calls without retries and with a short timeout (for calls made while the server is away)."""
-    saved = {k: os.environ.get(k) for k in ("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "MLFLOW_HTTP_REQUEST_TIMEOUT")}
-    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
-    os.environ["MLFLOW_HTTP_REQUEST_TIMEOUT"] = "5"
+def fail_fast(timeout_s: float | None = 5.0) -> Any:
+    """MLflow REST calls made by *this thread* inside the block are not retried (the buffer retries, and says
+    so) and time out after ``timeout_s`` (None: MLflow's setting). Other threads keep MLflow's settings."""
+    _install_per_thread_settings()
+    saved = (getattr(_LOCAL, "max_retries", None), getattr(_LOCAL, "timeout", None))
+    _LOCAL.max_retries = 0
+    _LOCAL.timeout = None if timeout_s is None else int(timeout_s)
     try:
         yield
     finally:
-        for k, v in saved.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        _LOCAL.max_retries, _LOCAL.timeout = saved
 
 
 def send(client: Any, run_id: str, op: dict[str, Any]) -> None:
@@ -146,7 +184,9 @@ class RunBuffer:
             ok = server_up(self.uri)
             if ok:
                 try:
-                    send(self.client, self.run_id, op)
+                    # no hidden retries: a server gone between the probe and the call is an outage here
+                    with fail_fast(timeout_s=None):
+                        send(self.client, self.run_id, op)
                 except Exception as exc:  # noqa: BLE001 - the server went away mid-call, or refused it
                     ok = _refused(exc) and server_up(self.uri)
                     if ok:  # the server is there and rejects this operation: retrying cannot help
