@@ -64,7 +64,10 @@ def test_fail_fast_applies_to_the_calling_thread_only() -> None:
     def sender() -> None:
         with buffer.fail_fast(timeout_s=7):
             inside.append(
-                (rest_utils.MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(), rest_utils.MLFLOW_HTTP_REQUEST_TIMEOUT.get())
+                (
+                    rest_utils.MLFLOW_HTTP_REQUEST_MAX_RETRIES.get(),
+                    rest_utils.MLFLOW_HTTP_REQUEST_TIMEOUT.get(),
+                )
             )
             entered.set()
             checked.wait(10)
